@@ -1,0 +1,248 @@
+"""The bundle: a directory that holds everything the device needs (DESIGN §3).
+
+``Bundle.open`` reads and checks a bundle (manifest schema, every file's sha256);
+``BundleWriter`` builds one in a staging directory beside the target and renames it into
+place only when the manifest is complete, so a failed or interrupted convert never
+leaves a directory that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_mer.errors import BundleError, InputError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+MANIFEST = "manifest.json"
+GRAPH_NAMES = ("encoder", "step", "clip")
+_REQUIRED_KEYS = ("schema", "name", "labels", "input", "state", "graphs", "verification")
+_INPUT_KEYS = ("height", "width", "channels", "fps", "window")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename.
+
+    Readers see either the old file or the whole new one, never a partial write.
+    """
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One recurrent state tensor: ``shape`` excludes the leading batch axis."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+class Bundle:
+    """A verified bundle on disk. Construct with :meth:`open`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], manifest_sha256: str) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.manifest_sha256 = manifest_sha256
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Bundle:
+        """Read ``path/manifest.json`` and check the schema and, by default, every hash.
+
+        Raises:
+            BundleError: the directory, the manifest or a listed file is missing or wrong.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleError(
+                f"bundle {str(root)!r} is not a directory: pass the folder "
+                "that `edge-mer convert --out` wrote"
+            )
+        mpath = root / MANIFEST
+        if not mpath.is_file():
+            raise BundleError(
+                f"{str(mpath)!r} is missing: {str(root)!r} is not a complete "
+                "bundle; convert again with `edge-mer convert ... --out DIR`"
+            )
+        raw = mpath.read_bytes()
+        try:
+            manifest = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{str(mpath)!r} is not valid JSON ({exc}); convert again") from None
+        _check_manifest(manifest, mpath)
+        bundle = cls(root, manifest, hashlib.sha256(raw).hexdigest())
+        if verify_hashes:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Check every listed file against its sha256; raise :class:`BundleError` on mismatch."""
+        for name, entry in self.files().items():
+            fpath = self.path / entry["path"]
+            if not fpath.is_file():
+                raise BundleError(f"bundle file {str(fpath)!r} ({name}) is missing; convert again")
+            actual = sha256_file(fpath)
+            if actual != entry["sha256"]:
+                raise BundleError(
+                    f"bundle file {str(fpath)!r} ({name}) fails its hash check "
+                    f"(sha256 {actual[:12]}…, manifest says {entry['sha256'][:12]}…): the file "
+                    "was changed or damaged after convert; convert again"
+                )
+
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Every hashed file: graphs and extra artifacts, name -> {path, sha256, ...}."""
+        out = dict(self.manifest["graphs"])
+        out.update(self.manifest.get("artifacts", {}))
+        return out
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest["labels"])
+
+    @property
+    def input(self) -> dict[str, Any]:
+        return dict(self.manifest["input"])
+
+    @property
+    def states(self) -> list[StateSpec]:
+        return [
+            StateSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32"))
+            for s in self.manifest["state"]
+        ]
+
+    def graph_path(self, name: str) -> Path:
+        """Path of graph ``name`` (``encoder``, ``step``, ``clip``, ``encoder_int8``...)."""
+        graphs = self.manifest["graphs"]
+        if name not in graphs:
+            raise BundleError(
+                f"bundle {str(self.path)!r} has no graph {name!r}; it has {sorted(graphs)}"
+            )
+        return self.path / graphs[name]["path"]
+
+
+def _check_manifest(m: Any, mpath: Path) -> None:
+    def bad(what: str) -> BundleError:
+        return BundleError(f"{str(mpath)!r}: {what}; convert again with this edge-mer")
+
+    if not isinstance(m, dict):
+        raise bad("the manifest is not a JSON object")
+    missing = [k for k in _REQUIRED_KEYS if k not in m]
+    if missing:
+        raise bad(f"missing keys {missing}")
+    if m["schema"] != SCHEMA:
+        raise bad(f"schema {m['schema']!r} is not the supported schema {SCHEMA}")
+    if not isinstance(m["input"], dict) or any(k not in m["input"] for k in _INPUT_KEYS):
+        raise bad(f"'input' must hold {list(_INPUT_KEYS)}")
+    if not isinstance(m["labels"], list) or not m["labels"]:
+        raise bad("'labels' must be a non-empty list")
+    for gname in GRAPH_NAMES:
+        if gname not in m["graphs"]:
+            raise bad(f"graph {gname!r} is not listed")
+    for name, entry in {**m["graphs"], **m.get("artifacts", {})}.items():
+        if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
+            raise bad(f"entry {name!r} needs 'path' and 'sha256'")
+        rel = Path(entry["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise bad(f"entry {name!r} path {entry['path']!r} leaves the bundle directory")
+
+
+class BundleWriter:
+    """Builds a bundle in a staging directory; :meth:`commit` moves it into place.
+
+    Use as a context manager: leaving the block with an exception removes the staging
+    directory, so nothing half-written remains at ``target``.
+    """
+
+    def __init__(self, target: str | os.PathLike[str], *, force: bool = False) -> None:
+        self.target = Path(target)
+        if self.target.exists():
+            if not self.target.is_dir():
+                raise InputError(
+                    f"output {str(self.target)!r} exists and is not a directory; "
+                    "choose another --out"
+                )
+            if any(self.target.iterdir()) and not force:
+                raise InputError(
+                    f"output folder {str(self.target)!r} is not empty; choose "
+                    "another --out or pass --force to replace it"
+                )
+        parent = self.target.resolve().parent
+        if not parent.is_dir():
+            raise InputError(f"the parent folder of --out {str(self.target)!r} does not exist")
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=parent))
+        self._committed = False
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._committed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def path(self, rel: str) -> Path:
+        """Where to write ``rel`` inside the staging directory (parents are created)."""
+        p = self.staging / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def entry(self, rel: str, **extra: Any) -> dict[str, Any]:
+        """A manifest entry for a file already written at ``rel``: path, sha256, size."""
+        p = self.staging / rel
+        return {"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size, **extra}
+
+    def commit(self, manifest: dict[str, Any]) -> Path:
+        """Write the manifest last, then swap the staging directory into ``target``."""
+        _check_manifest(manifest, self.target / MANIFEST)
+        write_atomic(self.staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False))
+        old = None
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            os.replace(self.target, old)
+        os.replace(self.staging, self.target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._committed = True
+        log.info("bundle written to %s", self.target)
+        return self.target
+
+
+def iter_state_names(manifest: dict[str, Any]) -> Iterator[str]:
+    """State tensor names in graph order."""
+    for s in manifest["state"]:
+        yield s["name"]
