@@ -1,0 +1,1 @@
+"""Clips and datasets: synthetic micro-expression clips, dataset layouts, calibration readers."""

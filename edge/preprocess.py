@@ -1,0 +1,169 @@
+"""Frame preprocessing: one camera or video frame -> one model input frame.
+
+The same :class:`FramePreprocessor` feeds the INT8 calibration readers on the host and the
+encoder on the device, so calibration sees exactly the pixels the deployed model sees.
+OpenCV is an optional extra of the core; it is imported when a preprocessor is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_mer.errors import DataError, InputError, MissingDependencyError
+
+__all__ = ["FramePreprocessor", "import_cv2"]
+
+# Source channel count -> (OpenCV colour code to reach gray, to reach RGB); None = no conversion.
+_CONVERSIONS = {
+    1: ("", "GRAY2RGB"),
+    3: ("BGR2GRAY", "BGR2RGB"),
+    4: ("BGRA2GRAY", "BGRA2RGB"),
+}
+
+
+def import_cv2(purpose: str) -> Any:
+    """Import OpenCV, or raise :class:`MissingDependencyError` naming ``purpose``."""
+    try:
+        import cv2
+    except ImportError:
+        raise MissingDependencyError("opencv-python-headless", "cpu", purpose) from None
+    return cv2
+
+
+class FramePreprocessor:
+    """Turns a camera/video frame into the model input: crop -> resize -> channel conversion.
+
+    ``__call__`` takes a uint8 frame ``[H, W]`` or ``[H, W, 1]`` (gray), ``[H, W, 3]`` (BGR,
+    OpenCV order) or ``[H, W, 4]`` (BGRA) and returns uint8 ``[height, width, channels]``, RGB
+    order when ``channels == 3``. Shrinking uses ``INTER_AREA``, enlarging ``INTER_LINEAR``.
+
+    Resizing happens before the colour conversion (fewer pixels to convert); when a
+    conversion is needed the resized pixels go through a scratch buffer owned by this object,
+    so one instance must not be called from two threads at once.
+    """
+
+    def __init__(self, height: int, width: int, channels: int) -> None:
+        if int(height) <= 0 or int(width) <= 0:
+            raise InputError(
+                f"model input size {height!r}x{width!r} is not positive: "
+                "height and width must be at least 1"
+            )
+        if channels not in (1, 3):
+            raise InputError(
+                f"model input channels {channels!r} not supported: use 1 (gray) or 3 (RGB)"
+            )
+        self.height = int(height)
+        self.width = int(width)
+        self.channels = int(channels)
+        self._cv2 = import_cv2("frame preprocessing")
+        # Source channel count -> resized but not yet converted frame, [h, w] or [h, w, C].
+        self._scratch: dict[int, np.ndarray] = {}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The output shape ``(height, width, channels)``."""
+        return (self.height, self.width, self.channels)
+
+    def __repr__(self) -> str:
+        return (
+            f"FramePreprocessor(height={self.height}, width={self.width}, channels={self.channels})"
+        )
+
+    def __call__(
+        self,
+        frame: np.ndarray,
+        box: tuple[int, int, int, int] | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Crop ``box = (x, y, w, h)`` (frame pixels, clipped to the frame), resize, convert.
+
+        With ``out`` (C-contiguous uint8 ``[height, width, channels]``, e.g. a view into a
+        runner's bound input buffer) the result is written into it and ``out`` is returned;
+        the caller keeps owning it. Without ``out`` a new array is returned.
+        """
+        cv2 = self._cv2
+        src = self._check_frame(frame)
+        if box is not None:
+            src = self._crop(src, box)
+        src_ch = 1 if src.ndim == 2 else src.shape[2]
+        if out is None:
+            out = np.empty(self.shape, np.uint8)
+        else:
+            self._check_out(out)
+        dst2d = out.reshape(self.height, self.width) if self.channels == 1 else out
+
+        crop_h, crop_w = src.shape[:2]
+        shrinking = crop_w >= self.width and crop_h >= self.height
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        dsize = (self.width, self.height)
+
+        code = _CONVERSIONS[src_ch][0 if self.channels == 1 else 1]
+        if not code:  # gray -> gray: resize straight into the output
+            cv2.resize(src, dsize, dst=dst2d, interpolation=interpolation)
+            return out
+        scratch = self._scratch.get(src_ch)
+        if scratch is None:
+            shape = (self.height, self.width) if src_ch == 1 else (self.height, self.width, src_ch)
+            scratch = self._scratch[src_ch] = np.empty(shape, np.uint8)
+        cv2.resize(src, dsize, dst=scratch, interpolation=interpolation)
+        cv2.cvtColor(scratch, getattr(cv2, "COLOR_" + code), dst=dst2d)
+        return out
+
+    def _check_frame(self, frame: Any) -> np.ndarray:
+        if not isinstance(frame, np.ndarray):
+            raise DataError(
+                f"frame of type {type(frame).__name__!r} is not a numpy array: "
+                "pass a uint8 [H,W] or [H,W,C] array"
+            )
+        if frame.dtype != np.uint8:
+            raise DataError(
+                f"frame dtype {str(frame.dtype)!r} is not uint8: convert 8-bit frames "
+                "(e.g. frame.astype(np.uint8) after scaling) before preprocessing"
+            )
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
+            raise DataError(
+                f"frame shape {tuple(frame.shape)!r} not supported: expected [H,W] or [H,W,1] "
+                "gray, [H,W,3] BGR or [H,W,4] BGRA"
+            )
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise DataError(
+                f"frame shape {tuple(frame.shape)!r} is empty: the source gave no pixels"
+            )
+        return frame
+
+    @staticmethod
+    def _crop(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        try:
+            x, y, w, h = (int(v) for v in box)
+        except (TypeError, ValueError):
+            raise DataError(f"crop box {box!r} is not (x, y, w, h) in pixels") from None
+        frame_h, frame_w = frame.shape[:2]
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + w, frame_w), min(y + h, frame_h)
+        if x1 <= x0 or y1 <= y0:
+            raise DataError(
+                f"crop box {box!r} is empty inside the {frame_w}x{frame_h} frame: "
+                "give (x, y, w, h) with w, h > 0 that overlaps the frame"
+            )
+        return frame[y0:y1, x0:x1]
+
+    def _check_out(self, out: Any) -> None:
+        if (
+            not isinstance(out, np.ndarray)
+            or out.dtype != np.uint8
+            or out.shape != self.shape
+            or not out.flags.c_contiguous
+        ):
+            desc = (
+                f"{out.dtype!s} {tuple(out.shape)}"
+                if isinstance(out, np.ndarray)
+                else type(out).__name__
+            )
+            raise InputError(
+                f"output buffer {desc!r} does not fit: pass a C-contiguous uint8 array "
+                f"of shape {self.shape!r}"
+            )
