@@ -1,0 +1,1 @@
+"""Host-side conversion: checkpoint -> verified ONNX graphs -> INT8 -> engines. Needs torch."""

@@ -1,0 +1,183 @@
+"""Export a protocol model to the bundle's three ONNX graphs (DESIGN §3).
+
+Tensor names are fixed: encoder ``frames`` -> ``features``; step ``features`` + each state
+``S`` -> ``logits`` + ``S_next``; clip ``clip`` -> ``logits``. The batch axis is dynamic
+everywhere; the clip graph's time axis is fixed at the model's window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_mer.convert.checkpoint import LoadedModel
+from edge_mer.errors import ModelProtocolError, VerificationError
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """Names and shapes (``None`` = dynamic batch) of one graph's inputs and outputs."""
+
+    inputs: dict[str, list[int | str]]
+    outputs: dict[str, list[int | str]]
+    input_dtypes: dict[str, str]
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(frames)
+
+
+class StepGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, nxt = self.model.step(features, tuple(states))
+        if isinstance(nxt, torch.Tensor):
+            nxt = (nxt,)
+        return (logits, *nxt)
+
+
+class ClipGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.model(clip)
+
+
+def state_shapes(loaded: LoadedModel) -> list[tuple[int, ...]]:
+    """Per-state shapes without the batch axis, from ``init_state(2)``."""
+    with torch.no_grad():
+        st = loaded.model.init_state(2)
+    st = (st,) if isinstance(st, torch.Tensor) else tuple(st)
+    for name, t in zip(loaded.state_names, st, strict=True):
+        if t.ndim == 0 or t.shape[0] != 2:
+            raise ModelProtocolError(
+                f"init_state(2) returned state {name!r} of shape "
+                f"{tuple(t.shape)}: state must be batch-first [N, ...]"
+            )
+        if torch.count_nonzero(t):
+            raise ModelProtocolError(
+                f"init_state returned a non-zero state {name!r}: the "
+                "on-device state cache starts from zeros"
+            )
+    return [tuple(t.shape[1:]) for t in st]
+
+
+def example_inputs(loaded: LoadedModel, batch: int = 2) -> dict[str, dict[str, torch.Tensor]]:
+    """Deterministic example inputs for the three graphs."""
+    spec = loaded.spec
+    g = torch.Generator().manual_seed(1234)
+    frame_shape = (spec["height"], spec["width"], spec["channels"])
+    frames = torch.randint(0, 256, (batch, *frame_shape), dtype=torch.uint8, generator=g)
+    clip = torch.randint(
+        0, 256, (batch, spec["window"], *frame_shape), dtype=torch.uint8, generator=g
+    )
+    with torch.no_grad():
+        feats = loaded.model.encode(frames)
+    step_in = {"features": torch.randn(feats.shape, generator=g)}
+    for name, shape in zip(loaded.state_names, state_shapes(loaded), strict=True):
+        step_in[name] = 0.5 * torch.randn((batch, *shape), generator=g)
+    return {"encoder": {"frames": frames}, "step": step_in, "clip": {"clip": clip}}
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    graph: str,
+) -> None:
+    dynamic = {n: {0: "batch"} for n in (*inputs, *outputs)}
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VerificationError(
+            f"exporting the {graph} graph to ONNX failed: {type(exc).__name__}: {first}"
+        ) from None
+
+
+def export_graphs(loaded: LoadedModel, out_dir: Path) -> dict[str, GraphIO]:
+    """Write ``encoder.onnx``, ``step.onnx`` and ``clip.onnx`` into ``out_dir``, checked."""
+    import onnx
+
+    model = loaded.model.eval()
+    ex = example_inputs(loaded)
+    names = loaded.state_names
+    spec = loaded.spec
+    feat_dim = int(model.encode(ex["encoder"]["frames"]).shape[1])
+    shapes = state_shapes(loaded)
+    frame = [spec["height"], spec["width"], spec["channels"]]
+    k = len(loaded.labels)
+    ios = {
+        "encoder": GraphIO(
+            {"frames": ["batch", *frame]}, {"features": ["batch", feat_dim]}, {"frames": "uint8"}
+        ),
+        "step": GraphIO(
+            {
+                "features": ["batch", feat_dim],
+                **{n: ["batch", *s] for n, s in zip(names, shapes, strict=True)},
+            },
+            {
+                "logits": ["batch", k],
+                **{f"{n}_next": ["batch", *s] for n, s in zip(names, shapes, strict=True)},
+            },
+            {"features": "float32", **dict.fromkeys(names, "float32")},
+        ),
+        "clip": GraphIO(
+            {"clip": ["batch", spec["window"], *frame]}, {"logits": ["batch", k]}, {"clip": "uint8"}
+        ),
+    }
+    # The wrappers must be in eval mode too: the exporter restores each module's mode
+    # afterwards, recursively, and a training-mode wrapper would flip the model back.
+    modules = {
+        "encoder": EncoderGraph(model).eval(),
+        "step": StepGraph(model).eval(),
+        "clip": ClipGraph(model).eval(),
+    }
+    with torch.no_grad():
+        for graph, io_ in ios.items():
+            path = out_dir / f"{graph}.onnx"
+            args = tuple(ex[graph][n] for n in io_.inputs)
+            _export(modules[graph], args, path, list(io_.inputs), list(io_.outputs), graph)
+            try:
+                onnx.checker.check_model(str(path), full_check=True)
+            except Exception as exc:
+                raise VerificationError(f"{graph}.onnx fails onnx.checker: {exc}") from None
+            log.info("exported %s (%d bytes)", path.name, path.stat().st_size)
+    model.eval()
+    return ios

@@ -1,0 +1,219 @@
+"""Reference CNN-RNN micro-expression models that follow the streaming protocol (DESIGN §2).
+
+A model reads uint8 face frames ``[N, H, W, C]`` (C = 1 gray or 3 RGB); normalisation
+happens inside :meth:`CnnRnn.encode`, so the exported encoder takes camera bytes as they are.
+``forward(clip)`` equals ``encode`` on every frame followed by ``step`` over time: that
+identity is what makes the on-device state cache exact.
+
+Build one from a JSON-able config with :func:`build` (also the ``--model-factory`` contract:
+``build(config: dict) -> torch.nn.Module``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_mer.errors import InputError
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "arch": "cnn_rnn",
+    "labels": ["none", "positive", "negative", "surprise"],
+    "input": {
+        "height": 64,
+        "width": 64,
+        "channels": 1,
+        "fps": 50.0,
+        "window": 16,
+        "mean": [0.5],
+        "std": [0.25],
+    },
+    "cnn": "small",  # "small" | "resnet18"
+    "width_mult": 1.0,  # channel multiplier of the CNN
+    "feature_dim": 64,
+    "rnn": "lstm",  # "lstm" | "gru"
+    "layers": 1,
+    "hidden": 64,
+    "dropout": 0.0,
+}
+
+_CNN_KINDS = ("small", "resnet18")
+_RNN_KINDS = ("lstm", "gru")
+
+
+def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """``DEFAULT_CONFIG`` overlaid with ``config`` (one level deep for ``input``), checked."""
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    for key, value in (config or {}).items():
+        if key == "input" and isinstance(value, dict):
+            cfg["input"].update(value)
+        else:
+            cfg[key] = value
+    inp = cfg["input"]
+    channels = inp["channels"]
+    if channels not in (1, 3):
+        raise InputError(f"model config input.channels={channels!r}: use 1 (gray) or 3 (RGB)")
+    for key in ("mean", "std"):
+        if len(inp[key]) == 1 and channels == 3:
+            inp[key] = list(inp[key]) * 3
+        if len(inp[key]) != channels:
+            raise InputError(f"model config input.{key}={inp[key]!r} needs {channels} values")
+    if cfg["cnn"] not in _CNN_KINDS:
+        raise InputError(f"model config cnn={cfg['cnn']!r}: choose one of {list(_CNN_KINDS)}")
+    if cfg["rnn"] not in _RNN_KINDS:
+        raise InputError(f"model config rnn={cfg['rnn']!r}: choose one of {list(_RNN_KINDS)}")
+    for key in ("height", "width", "window"):
+        if not isinstance(inp[key], int) or inp[key] < 1:
+            raise InputError(f"model config input.{key}={inp[key]!r} must be a positive integer")
+    if min(inp["height"], inp["width"]) < 16:
+        raise InputError("model config input height/width must be at least 16 pixels")
+    if not cfg["labels"] or len(set(cfg["labels"])) != len(cfg["labels"]):
+        raise InputError(f"model config labels={cfg['labels']!r} must be unique and non-empty")
+    return cfg
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class SmallCnn(nn.Sequential):
+    """Four strided conv blocks and global pooling: about 0.1 M parameters at width 1."""
+
+    def __init__(self, channels: int, feature_dim: int, width_mult: float = 1.0) -> None:
+        w = [max(8, int(c * width_mult)) for c in (16, 32, 64, 96)]
+        super().__init__(
+            _conv_bn(channels, w[0], 2),
+            _conv_bn(w[0], w[1], 2),
+            _conv_bn(w[1], w[2], 2),
+            _conv_bn(w[2], w[3], 2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(w[3], feature_dim),
+        )
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 layout (2-2-2-2 basic blocks), any channel count, no torchvision needed."""
+
+    def __init__(self, channels: int, feature_dim: int, width_mult: float = 1.0) -> None:
+        super().__init__()
+        w = [max(8, int(c * width_mult)) for c in (64, 128, 256, 512)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, w[0], 7, 2, 3, bias=False),
+            nn.BatchNorm2d(w[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        layers: list[nn.Module] = []
+        cin = w[0]
+        for i, cout in enumerate(w):
+            stride = 1 if i == 0 else 2
+            layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, feature_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(self.stem(x)))
+
+
+class CnnRnn(nn.Module):
+    """A two-stage CNN-LSTM (or CNN-GRU) following edge-mer's streaming protocol.
+
+    Attributes:
+        labels: class names in logit order.
+        input_spec: height, width, channels, fps, window, mean, std (the config's ``input``).
+        state_names: names of the state tensors in ``step``'s state tuple.
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        cfg = resolve_config(config)
+        self.config = cfg
+        self.labels: list[str] = list(cfg["labels"])
+        self.input_spec: dict[str, Any] = dict(cfg["input"])
+        ch = self.input_spec["channels"]
+        cnn_cls = SmallCnn if cfg["cnn"] == "small" else ResNet18
+        self.cnn = cnn_cls(ch, cfg["feature_dim"], cfg["width_mult"])
+        rnn_cls = nn.LSTM if cfg["rnn"] == "lstm" else nn.GRU
+        self.rnn = rnn_cls(
+            cfg["feature_dim"],
+            cfg["hidden"],
+            cfg["layers"],
+            batch_first=True,
+            dropout=cfg["dropout"] if cfg["layers"] > 1 else 0.0,
+        )
+        self.head = nn.Linear(cfg["hidden"], len(self.labels))
+        self.state_names: list[str] = ["h", "c"] if cfg["rnn"] == "lstm" else ["h"]
+        mean = torch.tensor(self.input_spec["mean"], dtype=torch.float32).view(1, ch, 1, 1)
+        std = torch.tensor(self.input_spec["std"], dtype=torch.float32).view(1, ch, 1, 1)
+        # Folded into one multiply-add: x/255 then (x - mean)/std.
+        self.register_buffer("_scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("_shift", -mean / std, persistent=False)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``[N, H, W, C]`` -> float32 features ``[N, D]``."""
+        x = frames.permute(0, 3, 1, 2).to(torch.float32)
+        return self.cnn(x * self._scale + self._shift)
+
+    def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """Zero state, batch-first: each tensor ``[batch, layers, hidden]``."""
+        shape = (batch, self.rnn.num_layers, self.rnn.hidden_size)
+        return tuple(torch.zeros(shape) for _ in self.state_names)
+
+    def step(
+        self, features: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One step: features ``[N, D]``, batch-first state -> logits ``[N, K]``, next state."""
+        # nn.LSTM/GRU keep state as [layers, N, hidden]; the protocol is batch-first.
+        rnn_state = tuple(s.transpose(0, 1).contiguous() for s in state)
+        out, nxt = self.rnn(
+            features.unsqueeze(1), rnn_state if len(rnn_state) > 1 else rnn_state[0]
+        )
+        nxt_t = nxt if isinstance(nxt, tuple) else (nxt,)
+        return self.head(out[:, 0]), tuple(s.transpose(0, 1) for s in nxt_t)
+
+    def sequence_features(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 clip ``[N, T, H, W, C]`` -> features ``[N, T, D]``."""
+        n, t = clip.shape[:2]
+        return self.encode(clip.reshape(n * t, *clip.shape[2:])).reshape(n, t, -1)
+
+    def classify_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features ``[N, T, D]`` -> logits ``[N, K]`` after the last frame (zero initial state)."""
+        out, _ = self.rnn(feats)
+        return self.head(out[:, -1])
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 clip ``[N, T, H, W, C]`` -> logits ``[N, K]`` (same as encode + T steps)."""
+        return self.classify_features(self.sequence_features(clip))
+
+
+def build(config: dict[str, Any]) -> CnnRnn:
+    """Model factory for the reference architecture (``--model-factory`` contract)."""
+    return CnnRnn(config)

@@ -1,0 +1,118 @@
+"""Export to the three graphs and the verification that must catch a wrong export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from edge_mer.convert.checkpoint import LoadedModel, model_spec  # noqa: E402
+from edge_mer.convert.export import export_graphs, state_shapes  # noqa: E402
+from edge_mer.convert.models import build  # noqa: E402
+from edge_mer.convert.verify import ort_session, stream_logits, verify_fp32  # noqa: E402
+from edge_mer.errors import ModelProtocolError, NonFiniteError, VerificationError  # noqa: E402
+from tests.conftest import TINY  # noqa: E402
+
+
+def _loaded(model: torch.nn.Module) -> LoadedModel:
+    spec, labels, names = model_spec(model.eval(), "test")
+    return LoadedModel(model, {}, Path("x"), "test", spec, labels, names)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        TINY,
+        {
+            **TINY,
+            "rnn": "gru",
+            "layers": 2,
+            "input": {**TINY["input"], "channels": 3, "height": 40, "width": 24},
+        },
+        {**TINY, "cnn": "resnet18", "width_mult": 0.125, "layers": 2},
+    ],
+    ids=["lstm-gray", "gru2-rgb-40x24", "resnet18-lstm2"],
+)
+def test_graphs_names_dynamic_batch_and_equivalence(tmp_path: Path, cfg: dict) -> None:
+    torch.manual_seed(0)
+    loaded = _loaded(build(cfg))
+    ios = export_graphs(loaded, tmp_path)
+    shapes = state_shapes(loaded)
+    enc, step, clip = (ort_session(tmp_path / f"{g}.onnx") for g in ("encoder", "step", "clip"))
+    assert [i.name for i in enc.get_inputs()] == ["frames"]
+    assert [o.name for o in enc.get_outputs()] == ["features"]
+    names = loaded.state_names
+    assert [i.name for i in step.get_inputs()] == ["features", *names]
+    assert [o.name for o in step.get_outputs()] == ["logits", *(f"{n}_next" for n in names)]
+    assert [i.name for i in clip.get_inputs()] == ["clip"]
+    assert enc.get_inputs()[0].type == "tensor(uint8)"
+    model = onnx.load(str(tmp_path / "clip.onnx"))
+    assert model.opset_import[0].version >= 17
+    # Dynamic batch: 5 clips, where export used 2.
+    h, w, c, t = (loaded.spec[k] for k in ("height", "width", "channels", "window"))
+    clips = np.random.default_rng(1).integers(0, 256, (5, t, h, w, c), dtype=np.uint8)
+    ref = loaded.model(torch.from_numpy(clips)).detach().numpy()
+    got = clip.run(["logits"], {"clip": clips})[0]
+    assert np.max(np.abs(ref - got)) < 1e-4
+    streamed = stream_logits(enc, step, clips, names, shapes)
+    assert np.max(np.abs(streamed - got)) < 1e-4
+    figures = verify_fp32(loaded, tmp_path, ios, shapes, clips)
+    assert figures["max_abs_streaming_vs_clip"] < 1e-4
+    assert figures["max_abs_pytorch_vs_onnx"] < 1e-3
+    assert figures["calibration_windows"] == 5
+    assert set(ios["step"].inputs) == {"features", *names}
+
+
+class ForwardIsNotSteps(torch.nn.Module):
+    """forward() reads the clip backwards: encode+step can never match it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = build(TINY)
+        self.labels = self.inner.labels
+        self.input_spec = self.inner.input_spec
+        self.state_names = self.inner.state_names
+
+    def encode(self, frames):
+        return self.inner.encode(frames)
+
+    def init_state(self, n):
+        return self.inner.init_state(n)
+
+    def step(self, f, s):
+        return self.inner.step(f, s)
+
+    def forward(self, clip):
+        return self.inner(torch.flip(clip, dims=[1]))
+
+
+def test_forward_that_is_not_encode_plus_step_fails(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    loaded = _loaded(ForwardIsNotSteps())
+    ios = export_graphs(loaded, tmp_path)
+    with pytest.raises(VerificationError, match="streaming"):
+        verify_fp32(loaded, tmp_path, ios, state_shapes(loaded), None)
+
+
+def test_nan_weights_fail_as_bad_input(tmp_path: Path) -> None:
+    model = build(TINY)
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")
+    loaded = _loaded(model)
+    ios = export_graphs(loaded, tmp_path)
+    with pytest.raises(NonFiniteError, match="NaN or Inf"):
+        verify_fp32(loaded, tmp_path, ios, state_shapes(loaded), None)
+
+
+def test_state_must_be_batch_first_and_zero() -> None:
+    model = build(TINY)
+    model.init_state = lambda n: (torch.zeros(1, n, 16), torch.zeros(1, n, 16))  # layers-first
+    with pytest.raises(ModelProtocolError, match="batch-first"):
+        state_shapes(_loaded(model))
+    model.init_state = lambda n: (torch.ones(n, 1, 16), torch.zeros(n, 1, 16))
+    with pytest.raises(ModelProtocolError, match="non-zero"):
+        state_shapes(_loaded(model))
