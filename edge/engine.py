@@ -1,0 +1,674 @@
+"""TensorRT engines as device-specific build products of a bundle (DESIGN §3).
+
+Everything here is plain Python: version parsing and feature predicates, the build plan,
+engine names (fingerprints), sidecar JSON, timing-cache paths and the checks that decide
+whether an engine on disk may be loaded on this device. The TensorRT calls themselves live
+in :mod:`edge_mer.trt_build`; ``tensorrt`` and the CUDA bindings are imported lazily, only by
+:func:`import_tensorrt` and :func:`gather_device_facts`.
+
+An engine is named ``<graph>-<onnx sha256[:12]>-trt<x.y.z>-sm<cc>-<precision>-b<maxbatch>.engine``
+and holds TensorRT's plain serialized bytes (trtexec and DeepStream can read it). What we know
+about it lives beside it in ``<same name>.json``; an engine without a valid sidecar is never
+loaded. Engines are executable artifacts: load only what was built here (or came over an
+authenticated channel), from a directory only root can write.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_mer import __version__
+from edge_mer.bundle import Bundle, sha256_file
+from edge_mer.errors import EngineError, InputError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+ENGINES_DIR = "engines"
+SIDECAR_SCHEMA = 1
+PRECISIONS = ("int8", "fp16", "fp32")
+ROLES = ("encoder", "step", "clip")
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+DEFAULT_WORKSPACE_MIB = 256
+DEFAULT_MAX_BATCH = 8
+
+TENSORRT_MISSING = (
+    "building engines needs TensorRT, which is not importable here: on a Jetson it comes "
+    "with JetPack (python3-libnvinfer); engines must be built on the device that runs them"
+)
+
+
+class TensorRTMissingError(MissingDependencyError):
+    """``import tensorrt`` failed: exit code 2, one line, no pip advice (JetPack ships it)."""
+
+    def __init__(self, message: str = TENSORRT_MISSING) -> None:
+        InputError.__init__(self, message)
+
+
+# --------------------------------------------------------------------------- versions
+
+
+@dataclass(frozen=True, order=True)
+class TrtVersion:
+    """A TensorRT version and what its Python API offers.
+
+    The predicates encode the API differences edge-mer depends on; docs/engines.md says which
+    TensorRT documentation each one was checked against.
+    """
+
+    major: int
+    minor: int
+    patch: int = 0
+    build: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> TrtVersion:
+        """Parse ``"8.5.2.2"``, ``"10.3.0"``, ``"10.13"``, ``"11.4.1"`` (suffixes like ``.post1``
+        or ``+cuda12`` are ignored)."""
+        m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?", str(text))
+        if not m:
+            raise EngineError(f"cannot read a TensorRT version from {text!r}")
+        major, minor, patch, build = (int(g) if g else 0 for g in m.groups())
+        return cls(major, minor, patch, build)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+    @property
+    def supported(self) -> bool:
+        """8.0+: ``build_serialized_network`` and Q/DQ explicit quantization exist."""
+        return self.major >= 8
+
+    @property
+    def named_tensors(self) -> bool:
+        """8.5+: ``num_io_tensors``/``get_tensor_name``/``set_input_shape``/
+        ``set_tensor_address``/``execute_async_v3``. Before 8.5 only the binding API."""
+        return (self.major, self.minor) >= (8, 5)
+
+    @property
+    def binding_api(self) -> bool:
+        """< 10: ``num_bindings``/``execute_async_v2`` (deprecated in 8.5, removed in 10.0)."""
+        return self.major < 10
+
+    @property
+    def explicit_batch_flag_needed(self) -> bool:
+        """8.x: ONNX networks need ``EXPLICIT_BATCH``; 10.x ignores it, 11.x removed it."""
+        return self.major < 10
+
+    @property
+    def strongly_typed_available(self) -> bool:
+        """10.x+: ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exists (9.x never shipped
+        on Jetson)."""
+        return self.major >= 10
+
+    @property
+    def strongly_typed_only(self) -> bool:
+        """11.x+: every network is strongly typed; precision builder flags are gone."""
+        return self.major >= 11
+
+    @property
+    def int8_flag(self) -> bool:
+        """8.x-10.x: ``BuilderFlag.INT8`` with a Q/DQ ONNX; 11.x: INT8 comes from Q/DQ alone."""
+        return self.supported and not self.strongly_typed_only
+
+    @property
+    def fp16_flag(self) -> bool:
+        """< 11: ``BuilderFlag.FP16``; 11.x removed it (FP16 must be in the graph's types)."""
+        return self.supported and not self.strongly_typed_only
+
+    @property
+    def memory_pool_api(self) -> bool:
+        """8.4+: ``set_memory_pool_limit(MemoryPoolType.WORKSPACE, n)``; before:
+        ``max_workspace_size`` (deprecated 8.4, removed 10.0)."""
+        return (self.major, self.minor) >= (8, 4)
+
+
+def network_flag_names(version: TrtVersion) -> tuple[str, ...]:
+    """``NetworkDefinitionCreationFlag`` members :func:`~edge_mer.trt_build.build_engine` sets.
+
+    8.x: EXPLICIT_BATCH (required for ONNX). 10.x: none, the network is weakly typed so the
+    INT8/FP16 builder flags apply. 11.x: STRONGLY_TYPED (deprecated and ignored in 11.0,
+    strong typing is always on; set only where the enum still has it, to state the intent).
+    """
+    if version.explicit_batch_flag_needed:
+        return ("EXPLICIT_BATCH",)
+    if version.strongly_typed_only:
+        return ("STRONGLY_TYPED",)
+    return ()
+
+
+# --------------------------------------------------------------------------- device facts
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What an engine is tied to: TensorRT version and GPU; L4T release for the record."""
+
+    trt_version: TrtVersion
+    compute_capability: tuple[int, int]
+    gpu_name: str
+    l4t_release: str | None = None
+
+    @property
+    def sm(self) -> str:
+        """Compute capability as in ``sm87``'s digits: ``"87"``."""
+        return f"{self.compute_capability[0]}{self.compute_capability[1]}"
+
+
+def parse_l4t_release(text: str) -> str | None:
+    """``# R35 (release), REVISION: 4.1, ...`` (``/etc/nv_tegra_release``) -> ``"R35.4.1"``."""
+    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)", text)
+    return f"R{m.group(1)}.{m.group(2).rstrip('.')}" if m else None
+
+
+def read_l4t_release(path: Path = TEGRA_RELEASE) -> str | None:
+    """The L4T release of this Jetson, or None off-Jetson or when unreadable."""
+    try:
+        return parse_l4t_release(path.read_text(errors="replace"))
+    except OSError:
+        return None
+
+
+def import_tensorrt() -> Any:
+    """``import tensorrt``, or :class:`TensorRTMissingError` (exit code 2)."""
+    try:
+        import tensorrt  # optional: comes with JetPack, not from pip
+    except ImportError:
+        raise TensorRTMissingError() from None
+    return tensorrt
+
+
+def probe_cuda_device(index: int = 0) -> tuple[tuple[int, int], str]:
+    """Compute capability and name of CUDA device ``index`` via cuda-python, else pycuda."""
+    try:  # cuda-python >= 12.6 (and 13.x) moved the runtime bindings to cuda.bindings
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python 11.x/12.x
+        except ImportError:
+            cudart = None
+    if cudart is not None:
+        err, prop = cudart.cudaGetDeviceProperties(index)
+        if err != cudart.cudaError_t.cudaSuccess:
+            raise EngineError(
+                f"CUDA cannot read device {index} ({err}): is the GPU visible "
+                "to this user (group 'video' on Jetson)?"
+            )
+        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else prop.name
+        return (int(prop.major), int(prop.minor)), name.rstrip("\x00").strip()
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        raise MissingDependencyError(
+            "cuda-python", "jetson", "reading the GPU's compute capability"
+        ) from None
+    cuda.init()
+    dev = cuda.Device(index)
+    major, minor = dev.compute_capability()
+    return (int(major), int(minor)), str(dev.name())
+
+
+def gather_device_facts(
+    trt: Any | None = None,
+    cuda_probe: Callable[[], tuple[tuple[int, int], str]] | None = None,
+    tegra_release: Path = TEGRA_RELEASE,
+) -> DeviceFacts:
+    """Facts about this device. ``trt`` and ``cuda_probe`` are injectable for tests.
+
+    Raises:
+        TensorRTMissingError: tensorrt is not importable (exit code 2).
+        EngineError: the TensorRT version is older than 8.0.
+    """
+    trt = trt if trt is not None else import_tensorrt()
+    version = TrtVersion.parse(getattr(trt, "__version__", ""))
+    if not version.supported:
+        raise EngineError(
+            f"TensorRT {version} is too old: edge-mer needs 8.0 or newer "
+            "(JetPack 4.6+) for Q/DQ INT8 and serialized builds"
+        )
+    cc, name = (cuda_probe or probe_cuda_device)()
+    return DeviceFacts(version, cc, name, read_l4t_release(tegra_release))
+
+
+# --------------------------------------------------------------------------- names and paths
+
+
+_NAME_RE = re.compile(
+    r"^(?P<graph>[a-z0-9_]+)-(?P<sha>[0-9a-f]{12})-trt(?P<trt>\d+\.\d+\.\d+)-sm(?P<sm>\d+)"
+    r"-(?P<precision>int8|fp16|fp32)-b(?P<max_batch>\d+)\.engine$"
+)
+
+
+@dataclass(frozen=True)
+class EngineName:
+    """The fingerprint an engine's file name carries."""
+
+    graph: str
+    sha12: str
+    trt: str
+    sm: str
+    precision: str
+    max_batch: int
+
+    @property
+    def filename(self) -> str:
+        return (
+            f"{self.graph}-{self.sha12}-trt{self.trt}-sm{self.sm}-{self.precision}"
+            f"-b{self.max_batch}.engine"
+        )
+
+    @classmethod
+    def parse(cls, filename: str) -> EngineName | None:
+        m = _NAME_RE.match(filename)
+        if not m:
+            return None
+        g = m.groupdict()
+        return cls(g["graph"], g["sha"], g["trt"], g["sm"], g["precision"], int(g["max_batch"]))
+
+
+def engine_filename(
+    graph: str, onnx_sha256: str, facts: DeviceFacts, precision: str, max_batch: int
+) -> str:
+    """``encoder-1a2b3c4d5e6f-trt10.3.0-sm87-int8-b8.engine``."""
+    return EngineName(
+        graph, onnx_sha256[:12], str(facts.trt_version), facts.sm, precision, max_batch
+    ).filename
+
+
+def sidecar_path(engine_path: Path) -> Path:
+    """``x.engine`` -> ``x.json``: metadata beside the engine, never inside it."""
+    return Path(engine_path).with_suffix(".json")
+
+
+def timing_cache_path(engines_dir: Path, facts: DeviceFacts) -> Path:
+    """``timing-<trt>-sm<cc>.cache``: the cache is tied to TensorRT version and device."""
+    return Path(engines_dir) / f"timing-{facts.trt_version}-sm{facts.sm}.cache"
+
+
+def default_engines_dir(bundle_path: Path) -> Path:
+    return Path(bundle_path) / ENGINES_DIR
+
+
+def rebuild_hint(bundle_path: Path, engines_dir: Path | None = None) -> str:
+    """The command that fixes a missing, stale or corrupt engine."""
+    cmd = f"edge-mer build-engine {bundle_path}"
+    if engines_dir is not None and Path(engines_dir) != default_engines_dir(bundle_path):
+        cmd += f" --engines-dir {engines_dir}"
+    return f"rebuild with: {cmd}"
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """Optimization profile for the batch axis (axis 0 of every input)."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = DEFAULT_MAX_BATCH
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise InputError(
+                f"batch range must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min}/{self.opt}/{self.max}; check --max-batch"
+            )
+
+
+@dataclass(frozen=True)
+class GraphBuild:
+    """One engine to build: which bundle graph, at which precision, with which flags."""
+
+    graph: str  # engine role: encoder | step | clip
+    source: str  # manifest graph key: encoder_int8, encoder, step, step_fp16, ...
+    onnx_path: Path
+    onnx_sha256: str
+    precision: str  # what the engine computes in: int8 | fp16 | fp32
+    builder_flags: tuple[str, ...]  # BuilderFlag members, empty on TensorRT 11
+    network_flags: tuple[str, ...]
+    fixed_axes: Mapping[str, Mapping[int, int]]  # input -> {axis: size} for dynamic non-batch axes
+    engine_path: Path
+
+    @property
+    def sidecar_path(self) -> Path:
+        return sidecar_path(self.engine_path)
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """Everything ``build-engine`` will do, decided before TensorRT is touched."""
+
+    bundle_path: Path
+    engines_dir: Path
+    facts: DeviceFacts
+    precision: str
+    batch: BatchRange
+    workspace_mib: int  # 0 = TensorRT's default (the device's memory)
+    timing_cache: Path
+    graphs: tuple[GraphBuild, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def default_precision(bundle: Bundle) -> str:
+    """int8 when the bundle carries a Q/DQ encoder, else fp16."""
+    return "int8" if "encoder_int8" in bundle.manifest["graphs"] else "fp16"
+
+
+def _fixed_axes(bundle: Bundle, graph: str) -> dict[str, dict[int, int]]:
+    """Sizes for non-batch axes an ONNX may leave dynamic, from the manifest."""
+    inp = bundle.input
+    frame = {1: int(inp["height"]), 2: int(inp["width"]), 3: int(inp["channels"])}
+    if graph == "encoder":
+        return {"frames": frame}
+    if graph == "clip":
+        return {"clip": {1: int(inp["window"]), **{k + 1: v for k, v in frame.items()}}}
+    return {s.name: {i + 1: int(d) for i, d in enumerate(s.shape)} for s in bundle.states}
+
+
+def _choose(
+    graph: str, precision: str, graphs: Mapping[str, Any], v: TrtVersion, notes: list[str]
+) -> tuple[str, str, tuple[str, ...]]:
+    """(source graph key, engine precision, builder flags) for one role."""
+    if graph == "encoder" and precision == "int8":
+        if "encoder_int8" not in graphs:
+            raise InputError(
+                "this bundle has no INT8 encoder ('encoder_int8'): convert with "
+                "--int8, or pass --precision fp16"
+            )
+        # Q/DQ layers run INT8; FP16 lets the rest of the encoder leave FP32 (weak typing).
+        return "encoder_int8", "int8", (("INT8", "FP16") if v.int8_flag else ())
+    # TensorRT has no INT8 LSTM: step and clip stay FP16 even when the encoder is INT8.
+    want = "fp32" if precision == "fp32" else "fp16"
+    if want == "fp32":
+        return graph, "fp32", ()
+    if v.fp16_flag:
+        return graph, "fp16", ("FP16",)
+    if f"{graph}_fp16" in graphs:  # TensorRT 11: FP16 must be in the graph's own types
+        return f"{graph}_fp16", "fp16", ()
+    notes.append(
+        f"TensorRT {v} has no FP16 builder flag and the bundle has no "
+        f"'{graph}_fp16' graph: the {graph} engine runs in FP32 (the ONNX's types)"
+    )
+    return graph, "fp32", ()
+
+
+def make_plan(
+    bundle: Bundle,
+    facts: DeviceFacts,
+    *,
+    precision: str | None = None,
+    engines_dir: Path | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    include_clip: bool = False,
+) -> EnginePlan:
+    """Decide graphs, precisions, flags, profile and paths for this bundle on this device.
+
+    Raises:
+        InputError: an unknown precision, int8 without an INT8 encoder, bad batch/workspace.
+    """
+    precision = precision or default_precision(bundle)
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision!r} is not one of {list(PRECISIONS)}")
+    if workspace_mib < 0:
+        raise InputError(f"--workspace {workspace_mib} must be >= 0 MiB (0 = TensorRT decides)")
+    batch = BatchRange(1, 1, max_batch)
+    engines_dir = Path(engines_dir) if engines_dir else default_engines_dir(bundle.path)
+    graphs = bundle.manifest["graphs"]
+    notes: list[str] = []
+    builds = []
+    for role in ("encoder", "step", "clip") if include_clip else ("encoder", "step"):
+        source, prec, flags = _choose(role, precision, graphs, facts.trt_version, notes)
+        sha = graphs[source]["sha256"]
+        builds.append(
+            GraphBuild(
+                graph=role,
+                source=source,
+                onnx_path=bundle.graph_path(source),
+                onnx_sha256=sha,
+                precision=prec,
+                builder_flags=flags,
+                network_flags=network_flag_names(facts.trt_version),
+                fixed_axes=_fixed_axes(bundle, role),
+                engine_path=engines_dir / engine_filename(role, sha, facts, prec, batch.max),
+            )
+        )
+    return EnginePlan(
+        bundle.path,
+        engines_dir,
+        facts,
+        precision,
+        batch,
+        workspace_mib,
+        timing_cache_path(engines_dir, facts),
+        tuple(builds),
+        tuple(notes),
+    )
+
+
+def profile_shapes(
+    name: str, shape: Iterable[int], batch: BatchRange, fixed: Mapping[int, int] | None = None
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(min, opt, max) shapes for one network input whose axis 0 is the batch.
+
+    Dynamic non-batch axes (-1) take their size from ``fixed`` (the manifest); one that has
+    none is an error, since one profile cannot cover an unbounded axis.
+    """
+    dims = list(shape)
+    if not dims:
+        raise EngineError(f"input {name!r} is a scalar; bundle graphs need a batch axis")
+    rest = []
+    for axis, d in enumerate(dims[1:], start=1):
+        if d is None or int(d) < 0:
+            if not fixed or axis not in fixed:
+                raise EngineError(
+                    f"input {name!r} has a dynamic axis {axis} the manifest does "
+                    "not size; re-export with only the batch axis dynamic"
+                )
+            d = fixed[axis]
+        rest.append(int(d))
+    return ((batch.min, *rest), (batch.opt, *rest), (batch.max, *rest))
+
+
+# --------------------------------------------------------------------------- sidecars and checks
+
+
+def make_sidecar(
+    build: GraphBuild,
+    plan: EnginePlan,
+    engine_sha256: str,
+    engine_bytes: int,
+    profiles: Mapping[str, Any],
+    build_seconds: float,
+) -> dict[str, Any]:
+    """The record written beside an engine; :func:`check_engine` reads it back."""
+    f = plan.facts
+    return {
+        "schema": SIDECAR_SCHEMA,
+        "graph": build.graph,
+        "source": build.source,
+        "onnx": build.onnx_path.name,
+        "onnx_sha256": build.onnx_sha256,
+        "engine": build.engine_path.name,
+        "engine_sha256": engine_sha256,
+        "engine_bytes": engine_bytes,
+        "tensorrt": str(f.trt_version),
+        "compute_capability": f"{f.compute_capability[0]}.{f.compute_capability[1]}",
+        "gpu_name": f.gpu_name,
+        "l4t_release": f.l4t_release,
+        "precision": build.precision,
+        "builder_flags": list(build.builder_flags),
+        "network_flags": list(build.network_flags),
+        "profile": {k: [list(s) for s in v] for k, v in profiles.items()},
+        "batch": asdict(plan.batch),
+        "workspace_mib": plan.workspace_mib,
+        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(float(build_seconds), 3),
+        "edge_mer": __version__,
+    }
+
+
+def read_sidecar(path: Path, hint: str) -> dict[str, Any]:
+    """Read a sidecar; missing or unreadable -> :class:`EngineError` with ``hint``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise EngineError(
+            f"engine metadata {str(path)!r} is missing, so the engine cannot be trusted; {hint}"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"engine metadata {str(path)!r} is unreadable ({exc}); {hint}") from None
+    needed = ("graph", "source", "onnx_sha256", "engine_sha256", "tensorrt", "compute_capability")
+    if not isinstance(data, dict) or any(k not in data for k in needed):
+        raise EngineError(f"engine metadata {str(path)!r} is incomplete; {hint}")
+    return data
+
+
+def check_engine(
+    engine_path: Path,
+    sidecar: Path | None,
+    facts: DeviceFacts,
+    bundle: Bundle,
+    engines_dir: Path | None = None,
+) -> None:
+    """Refuse an engine this device must not load.
+
+    Raises:
+        EngineError: missing engine or sidecar, engine bytes that do not match the sidecar's
+            sha256, another TensorRT version, another compute capability, or an ONNX that
+            changed since the build. The message ends with the rebuild command.
+    """
+    engine_path = Path(engine_path)
+    hint = rebuild_hint(bundle.path, engines_dir if engines_dir else engine_path.parent)
+    if not engine_path.is_file():
+        raise EngineError(f"engine {str(engine_path)!r} does not exist; {hint}")
+    meta = read_sidecar(sidecar or sidecar_path(engine_path), hint)
+    actual = sha256_file(engine_path)
+    if actual != meta["engine_sha256"]:
+        raise EngineError(
+            f"engine {str(engine_path)!r} does not match its metadata (sha256 "
+            f"{actual[:12]}…, recorded {str(meta['engine_sha256'])[:12]}…): it is "
+            f"corrupt or was replaced; {hint}"
+        )
+    built = TrtVersion.parse(str(meta["tensorrt"]))
+    if (built.major, built.minor, built.patch) != (
+        facts.trt_version.major,
+        facts.trt_version.minor,
+        facts.trt_version.patch,
+    ):
+        raise EngineError(
+            f"engine {engine_path.name!r} was built with TensorRT {built}, this "
+            f"device has TensorRT {facts.trt_version}; {hint}"
+        )
+    cc = f"{facts.compute_capability[0]}.{facts.compute_capability[1]}"
+    if str(meta["compute_capability"]) != cc:
+        raise EngineError(
+            f"engine {engine_path.name!r} was built for compute capability "
+            f"{meta['compute_capability']} ({meta.get('gpu_name', '?')}), this GPU "
+            f"is {cc} ({facts.gpu_name}); {hint}"
+        )
+    graphs = bundle.manifest["graphs"]
+    src = str(meta["source"])
+    if src not in graphs or graphs[src]["sha256"] != meta["onnx_sha256"]:
+        raise EngineError(
+            f"engine {engine_path.name!r} was built from another {src!r} ONNX "
+            f"than the one in bundle {str(bundle.path)!r} (the model changed); "
+            f"{hint}"
+        )
+    if meta.get("gpu_name") and meta["gpu_name"] != facts.gpu_name:
+        log.warning(
+            "engine %s was built on %s, this GPU is %s (same compute capability %s)",
+            engine_path.name,
+            meta["gpu_name"],
+            facts.gpu_name,
+            cc,
+        )
+
+
+_PRECISION_PREFERENCE = {"int8": 0, "fp16": 1, "fp32": 2}
+
+
+def find_engine(
+    bundle: Bundle,
+    graph: str,
+    facts: DeviceFacts,
+    engines_dir: Path | None = None,
+    *,
+    precision: str | None = None,
+    min_batch: int = 1,
+) -> Path:
+    """The checked engine for ``graph`` on this device: best precision, then largest batch.
+
+    Raises:
+        EngineError: none fits; the message says what exists (other TensorRT, other GPU,
+            older model) and how to rebuild.
+    """
+    if graph not in ROLES:
+        raise InputError(f"graph {graph!r} is not one of {list(ROLES)}")
+    edir = Path(engines_dir) if engines_dir else default_engines_dir(bundle.path)
+    hint = rebuild_hint(bundle.path, edir)
+    graphs = bundle.manifest["graphs"]
+    shas = {v["sha256"][:12] for k, v in graphs.items() if k == graph or k.startswith(graph + "_")}
+    found = [
+        (p, n)
+        for p in (sorted(edir.glob(f"{graph}-*.engine")) if edir.is_dir() else [])
+        if (n := EngineName.parse(p.name)) is not None and n.graph == graph
+    ]
+    fits = [
+        (p, n)
+        for p, n in found
+        if n.sha12 in shas
+        and n.trt == str(facts.trt_version)
+        and n.sm == facts.sm
+        and n.max_batch >= min_batch
+        and (precision is None or n.precision == precision)
+    ]
+    if fits:
+        fits.sort(key=lambda pn: (_PRECISION_PREFERENCE[pn[1].precision], -pn[1].max_batch))
+        path = fits[0][0]
+        check_engine(path, None, facts, bundle, edir)
+        return path
+    want = (
+        f"TensorRT {facts.trt_version}, sm{facts.sm}"
+        + (f", {precision}" if precision else "")
+        + f", batch >= {min_batch}"
+    )
+    if not found:
+        raise EngineError(f"no {graph} engine in {str(edir)!r} ({want}); {hint}")
+    why = []
+    for _, n in found:
+        if n.sha12 not in shas:
+            why.append(f"{n.filename} (another model)")
+        elif n.trt != str(facts.trt_version):
+            why.append(f"{n.filename} (TensorRT {n.trt})")
+        elif n.sm != facts.sm:
+            why.append(f"{n.filename} (sm{n.sm})")
+        else:
+            why.append(f"{n.filename} ({n.precision}, batch <= {n.max_batch})")
+    raise EngineError(
+        f"no usable {graph} engine in {str(edir)!r} for {want}; found {', '.join(why)}; {hint}"
+    )
+
+
+def deserialize_failure(engine_path: Path, messages: Iterable[str], hint: str) -> EngineError:
+    """The error for an engine TensorRT refused to deserialize (``None`` or an exception)."""
+    text = " | ".join(m.strip() for m in messages if m and m.strip())
+    if re.search(
+        r"kSERIALIZATION_VERSION|[Vv]ersion tag does not match|magicTag|"
+        r"[Ss]erialization assertion",
+        text,
+    ):
+        why = "it was serialized by another TensorRT version"
+    elif re.search(r"compute capability|different (GPU|device)|[Pp]latform", text):
+        why = "it was built for another GPU"
+    else:
+        why = "TensorRT could not deserialize it"
+    detail = f" (TensorRT: {text[:300]})" if text else ""
+    return EngineError(f"engine {str(engine_path)!r} cannot be loaded: {why}{detail}; {hint}")
