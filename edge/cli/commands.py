@@ -1,0 +1,24 @@
+"""Registers each command module's functions on the app."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+# (command name, module under edge_mer.cli, function). Command modules import only typer
+# and the core at import time; their heavy imports live inside the function bodies.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "demo_cmd", "demo"),
+    ("synth", "synth_cmd", "synth"),
+    ("train", "convert_cmd", "train"),
+    ("convert", "convert_cmd", "convert"),
+    ("inspect", "convert_cmd", "inspect"),
+    ("build-engine", "engine_cmd", "build_engine"),
+]
+
+
+def register(app: typer.Typer) -> None:
+    for name, module, func in COMMANDS:
+        mod = importlib.import_module(f"edge_mer.cli.{module}")
+        app.command(name)(getattr(mod, func))

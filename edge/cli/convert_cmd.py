@@ -1,0 +1,180 @@
+"""``edge-mer convert``, ``edge-mer train`` and ``edge-mer inspect``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_mer.cli.common import StageLog, console, errors
+
+
+@errors
+def convert(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint: .safetensors, .pt or .pth.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write a calibrated INT8 encoder.")
+    ] = False,
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            help="Calibration clips: a video, a folder of videos or frame folders, or a CASME II "
+            "root. Used for verification too."
+        ),
+    ] = None,
+    calib_method: Annotated[str, typer.Option(help="minmax, entropy or percentile.")] = "entropy",
+    holdout: Annotated[
+        float, typer.Option(help="Share of calibration clips held out for the INT8-vs-FP32 check.")
+    ] = 0.25,
+    min_agreement: Annotated[
+        float,
+        typer.Option(
+            help="Minimum INT8-vs-FP32 top-1 agreement on held-out clips; below it the most "
+            "sensitive layers stay in float."
+        ),
+    ] = 0.98,
+    model_factory: Annotated[
+        str | None,
+        typer.Option(
+            help="Your architecture: FILE.py:function or package.module:function, called as "
+            "function(config: dict) -> nn.Module."
+        ),
+    ] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(help="JSON config passed to the model factory (overrides the checkpoint's)."),
+    ] = None,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--trust-checkpoint",
+            help="Allow full unpickling of a .pt file. It can run "
+            "arbitrary code: only for files you made yourself.",
+        ),
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Bundle name (default: file stem).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
+    engine: Annotated[
+        bool,
+        typer.Option("--engine", help="Also build TensorRT engines (only where TensorRT imports)."),
+    ] = False,
+) -> None:
+    """Checkpoint -> verified ONNX graphs (encoder, step, clip) -> INT8 encoder -> bundle."""
+    from edge_mer.convert.pipeline import ConvertOptions
+    from edge_mer.convert.pipeline import convert as run_convert
+
+    opts = ConvertOptions(
+        int8=int8,
+        calib=calib,
+        calib_method=calib_method,
+        holdout=holdout,
+        min_agreement=min_agreement,
+        factory=model_factory,
+        model_config=model_config,
+        trust_checkpoint=trust_checkpoint,
+        force=force,
+        name=name,
+    )
+    manifest = run_convert(checkpoint, out, opts, StageLog())
+    print_summary(manifest, out)
+    if engine:
+        from edge_mer.cli.engine_cmd import build_engine
+
+        build_engine(out)
+
+
+def print_summary(manifest: dict, path: Path) -> None:
+    """The verification figures of a bundle, as a short report."""
+    v = manifest["verification"]
+    fp32 = v["fp32"]
+    console.print(f"[bold]{manifest['name']}[/bold]  {path}")
+    inp = manifest["input"]
+    console.print(
+        f"  input      {inp['height']}x{inp['width']}x{inp['channels']} uint8, "
+        f"{inp['fps']:g} fps, window {inp['window']} frames; "
+        f"labels {', '.join(manifest['labels'])}"
+    )
+    console.print(
+        f"  FP32       max |PyTorch - ONNX| {fp32['max_abs_pytorch_vs_onnx']:.2e}, "
+        f"max |streaming - clip| {fp32['max_abs_streaming_vs_clip']:.2e} "
+        f"(tolerance {fp32['atol']:g}, {fp32['calibration_windows']} calibration "
+        "windows)"
+    )
+    if "int8" in v:
+        q = v["int8"]
+        floats = f", {len(q['float_layers'])} layer(s) kept in float" if q["float_layers"] else ""
+        console.print(
+            f"  INT8       top-1 agreement {q['top1_agreement']:.3f} on "
+            f"{q['held_out_windows']} held-out windows (min {q['min_agreement']}), "
+            f"max prob diff {q['max_prob_diff']:.3f}{floats}"
+        )
+        lat = q["encoder_latency_ms"]
+        parts = [f"{k} {lat[k]:.3f} ms" for k in lat]
+        console.print(f"  encoder    {', '.join(parts)} (ONNX Runtime CPU, batch 1, median)")
+    console.print(f"  targets    {', '.join(f'{k}: {g}' for k, g in manifest['targets'].items())}")
+
+
+@errors
+def inspect(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Manifest, file hashes and verification figures of a bundle."""
+    from edge_mer.bundle import Bundle
+
+    b = Bundle.open(bundle)
+    if as_json:
+        typer.echo(json.dumps(b.manifest, indent=2))
+        return
+    print_summary(b.manifest, b.path)
+    for name, entry in b.files().items():
+        console.print(
+            f"  {name:<18} {entry['path']:<26} {entry.get('bytes', 0) / 1024:9.1f} KiB  "
+            f"sha256 {entry['sha256'][:12]}… ok"
+        )
+    console.print(
+        f"  manifest   sha256 {b.manifest_sha256[:12]}…, created "
+        f"{b.manifest.get('created', '?')}, versions "
+        + ", ".join(f"{k} {v}" for k, v in b.manifest.get("versions", {}).items())
+    )
+
+
+@errors
+def train(
+    clips: Annotated[Path, typer.Argument(help="Clips in the CASME II layout.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (.safetensors).")],
+    model_config: Annotated[
+        Path | None,
+        typer.Option(help="JSON model config (see edge_mer.convert.models.DEFAULT_CONFIG)."),
+    ] = None,
+    cnn_epochs: Annotated[int, typer.Option(help="Stage 1 (CNN on frames) epochs.")] = 6,
+    rnn_epochs: Annotated[int, typer.Option(help="Stage 2 (recurrent head) epochs.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
+) -> None:
+    """Two-stage training of the reference CNN-LSTM on a CASME II-layout folder."""
+    from edge_mer.convert.checkpoint import read_json
+    from edge_mer.convert.train import TrainOptions
+    from edge_mer.convert.train import train as run_train
+    from edge_mer.errors import InputError
+
+    if out.exists() and not force:
+        raise InputError(f"--out {str(out)!r} exists; pass --force to overwrite it")
+    if cnn_epochs < 1 or rnn_epochs < 1:
+        raise InputError("--cnn-epochs and --rnn-epochs must be at least 1")
+    config = read_json(model_config, "--model-config") if model_config else {}
+    summary = run_train(
+        clips,
+        out,
+        TrainOptions(config=config, cnn_epochs=cnn_epochs, rnn_epochs=rnn_epochs, seed=seed),
+        StageLog(),
+    )
+    console.print(
+        f"trained on {summary['clips']} clips ({summary['frames']} frames, "
+        f"{summary['windows']} windows) in {summary['seconds']} s: train accuracy "
+        f"stage 1 {summary['stage1_train_accuracy']:.3f}, stage 2 "
+        f"{summary['stage2_train_accuracy']:.3f} -> {out}"
+    )

@@ -1,0 +1,38 @@
+"""``edge-mer demo``: the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_mer.cli.common import StageLog, console, errors
+
+
+@errors
+def demo(
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Working folder (replaced if an earlier demo made it)."),
+    ] = Path("edge-mer-demo"),
+    seed: Annotated[int, typer.Option(help="Seed for clips and training.")] = 0,
+) -> None:
+    """Synthetic clips -> tiny CNN-LSTM -> convert --int8 -> report. No camera, no dataset."""
+    from edge_mer.errors import MissingDependencyError
+
+    try:
+        from edge_mer.convert.demo import run_demo
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError(exc.name or "torch", "convert", "the demo") from None
+    from edge_mer.cli.convert_cmd import print_summary
+
+    result = run_demo(out, seed=seed, say=StageLog())
+    t = result["train"]
+    console.print()
+    console.print(
+        f"[bold]edge-mer demo[/bold]: trained on {t['clips']} synthetic clips in "
+        f"{t['seconds']} s (train accuracy {t['stage2_train_accuracy']:.3f})"
+    )
+    print_summary(result["manifest"], result["bundle"])
+    console.print(f"\nnext: edge-mer inspect {result['bundle']}")
