@@ -1,10 +1,11 @@
 """The thin TensorRT part of ``edge-mer build-engine``: build, write, load.
 
 All decisions (graphs, precisions, flags, names, profiles, checks) come from
-:mod:`edge_mer.engine`; this module only turns an :class:`~edge_mer.engine.EnginePlan` into
-TensorRT calls. ``tensorrt`` is imported lazily (or injected, which is how the tests drive it
-with a fake module). API differences between TensorRT 8.x, 10.x and 11.x are marked where
-they are handled; docs/engines.md lists the documentation each call was checked against.
+:mod:`edge_mer.engine` and :mod:`edge_mer.engine_check`; this module only turns an
+:class:`~edge_mer.engine.EnginePlan` into TensorRT calls. ``tensorrt`` is imported lazily (or
+injected, which is how the tests drive it with a fake module). API differences between
+TensorRT 8.x, 10.x and 11.x are marked where they are handled; docs/engines.md lists the
+documentation each call was checked against.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from edge_mer.engine import (
     DeviceFacts,
     EnginePlan,
     GraphBuild,
-    check_engine,
-    deserialize_failure,
     gather_device_facts,
     import_tensorrt,
     make_plan,
-    make_sidecar,
     profile_shapes,
     rebuild_hint,
 )
+from edge_mer.engine_check import check_engine, deserialize_failure, make_sidecar
 from edge_mer.errors import EngineError, InputError
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ def synth(
     _validate(out, subjects, clips_per_emotion, fps, size, seed, stream_seconds, force)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edge_mer.calibration.synth import synthesize
+    from edge_mer.calibration.synth_io import synthesize
 
     with Progress(
         TextColumn("[progress.description]{task.description}"),

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from edge_mer.calibration import synth
+from edge_mer.calibration import synth, synth_io
 from edge_mer.calibration.faces import FaceState, make_subject, render_face
 from edge_mer.cli.synth_cmd import synth as synth_command
 from edge_mer.errors import InputError
@@ -31,7 +31,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def casme_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "casme2"
     calls: list[tuple[int, int, str]] = []
-    out = synth.write_casme2(
+    out = synth_io.write_casme2(
         root,
         subjects=2,
         clips_per_emotion=1,
@@ -227,7 +227,7 @@ def test_stream_events_and_lazy_frames() -> None:
 
 
 def test_videos_and_stream_files(tmp_path: Path) -> None:
-    root = synth.write_videos(
+    root = synth_io.write_videos(
         tmp_path / "videos",
         subjects=1,
         clips_per_emotion=1,
@@ -237,7 +237,7 @@ def test_videos_and_stream_files(tmp_path: Path) -> None:
         emotions=("surprise", "others"),
     )
     header, rows = _read_csv(root / "labels.csv")
-    assert header == list(synth.LABEL_COLUMNS) and len(rows) == 2
+    assert header == list(synth_io.LABEL_COLUMNS) and len(rows) == 2
     clips = list(
         synth.iter_clips(
             subjects=1,
@@ -262,7 +262,7 @@ def test_videos_and_stream_files(tmp_path: Path) -> None:
         assert n == len(clip.frames) and float(row["fps"]) == FPS
         assert int(row["offset_frame"]) == (clip.event.offset if clip.event else n - 1)
 
-    video, events_path = synth.write_stream(
+    video, events_path = synth_io.write_stream(
         tmp_path / "s" / "live.avi", seconds=4.0, fps=50.0, size=SIZE, seed=4, micro_rate_hz=1.0
     )
     assert events_path == tmp_path / "s" / "live.events.csv"
@@ -270,7 +270,7 @@ def test_videos_and_stream_files(tmp_path: Path) -> None:
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 200
     cap.release()
     header, rows = _read_csv(events_path)
-    assert header == list(synth.EVENT_COLUMNS) and rows
+    assert header == list(synth_io.EVENT_COLUMNS) and rows
     _, expected = synth.generate_stream(seconds=4.0, fps=50.0, size=SIZE, seed=4, micro_rate_hz=1.0)
     assert [int(r["apex_frame"]) for r in rows] == [e.apex for e in expected]
     assert [r["kind"] for r in rows] == [e.kind for e in expected]

@@ -26,17 +26,16 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from edge_mer import engine as eng
-from edge_mer import trt_build
-from edge_mer.bundle import Bundle, BundleWriter
+from edge_mer import engine_check, trt_build
+from edge_mer.bundle import Bundle, BundleWriter, sha256_file
 from edge_mer.engine import (
     BatchRange,
     DeviceFacts,
     EngineName,
     TrtVersion,
-    check_engine,
-    find_engine,
     make_plan,
 )
+from edge_mer.engine_check import check_engine, find_engine
 from edge_mer.errors import EngineError, InputError, MissingDependencyError
 
 H, W, C, D, K, WINDOW = 8, 8, 1, 4, 2, 4
@@ -601,7 +600,7 @@ def test_build_writes_plain_engine_and_sidecar(bundle: Bundle) -> None:
     assert meta == results[0].sidecar
     assert meta["graph"] == "encoder" and meta["source"] == "encoder_int8"
     assert meta["onnx_sha256"] == bundle.manifest["graphs"]["encoder_int8"]["sha256"]
-    assert meta["engine_sha256"] == eng.sha256_file(enc.engine_path)
+    assert meta["engine_sha256"] == sha256_file(enc.engine_path)
     assert meta["tensorrt"] == "10.3.0" and meta["compute_capability"] == "8.7"
     assert meta["gpu_name"] == "Orin" and meta["l4t_release"] == "R36.4.0"
     assert meta["precision"] == "int8" and meta["workspace_mib"] == 256
@@ -761,13 +760,13 @@ def test_find_engine_prefers_int8_then_checks(built: tuple[Bundle, eng.EnginePla
 
 
 def test_deserialize_failure_says_rebuild(tmp_path: Path) -> None:
-    err = eng.deserialize_failure(
+    err = engine_check.deserialize_failure(
         tmp_path / "e.engine",
         ["Serialization assertion stdVersionRead == kSERIALIZATION_VERSION failed."],
         "rebuild with: edge-mer build-engine B",
     )
     assert "another TensorRT version" in str(err) and str(err).endswith("build-engine B")
-    assert "could not deserialize" in str(eng.deserialize_failure(tmp_path / "e", [], "h"))
+    assert "could not deserialize" in str(engine_check.deserialize_failure(tmp_path / "e", [], "h"))
 
 
 def test_load_engine_checks_then_deserializes(built: tuple[Bundle, eng.EnginePlan]) -> None:
@@ -858,11 +857,11 @@ def test_cli_builds_with_fake_tensorrt(
     assert again.output.count("up to date: ") == 3
 
 
-def test_engine_module_imports_no_heavy_dependencies() -> None:
+def test_engine_modules_import_no_heavy_dependencies() -> None:
     # edge_mer.cli.engine_cmd is left out: importing it imports edge_mer.cli, which registers
     # every command module; its own heavy imports are inside the command body.
     code = (
-        "import sys, edge_mer.engine, edge_mer.trt_build; "
+        "import sys, edge_mer.engine, edge_mer.engine_check, edge_mer.trt_build; "
         "bad = [m for m in ('tensorrt', 'torch', 'onnx', 'onnxruntime', 'cuda', 'pycuda') "
         "if m in sys.modules]; assert not bad, bad"
     )

@@ -1,0 +1,396 @@
+"""Synthetic clips and streams on disk: the CASME II layout, videos, and ``edge-mer synth``.
+
+Clips and streams come from :mod:`.synth`; this module only writes them. Every file is
+replaced atomically (temp name + ``os.replace``), so a crash leaves no half file, and each
+label sheet is written after the frames it describes.
+
+- :func:`write_casme2`: ``CASME2-coding.csv`` + ``subNN/EPee_cc/imgN.jpg``, frame numbers
+  1-based as CASME II has them (``img1.jpg`` is frame 1).
+- :func:`write_videos`: one video per clip + ``labels.csv``, frames 0-based.
+- :func:`write_stream`: one long video + ``<stem>.events.csv``, frames 0-based.
+- :func:`synthesize`: what ``edge-mer synth --out DIR`` writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_mer.calibration.synth import (
+    EMOTIONS,
+    SynthClip,
+    _check,
+    _check_counts,
+    _check_dataset,
+    _stream_timeline,
+    iter_clips,
+)
+from edge_mer.errors import EdgeMerError, InputError
+
+__all__ = [
+    "CASME2_COLUMNS",
+    "CASME2_SHEET",
+    "EVENT_COLUMNS",
+    "LABEL_COLUMNS",
+    "synthesize",
+    "write_casme2",
+    "write_stream",
+    "write_videos",
+]
+
+CASME2_SHEET = "CASME2-coding.csv"
+CASME2_COLUMNS = (
+    "Subject",
+    "Filename",
+    "OnsetFrame",
+    "ApexFrame",
+    "OffsetFrame",
+    "Action Units",
+    "Estimated Emotion",
+)
+LABEL_COLUMNS = ("file", "subject", "emotion", "onset_frame", "apex_frame", "offset_frame", "fps")
+EVENT_COLUMNS = (
+    "kind",
+    "emotion",
+    "onset_frame",
+    "apex_frame",
+    "offset_frame",
+    "onset_s",
+    "apex_s",
+    "offset_s",
+    "aus",
+)
+
+Progress = Callable[[int, int, str], None]
+
+
+def _replace_text(path: Path, write: Callable[[object], None]) -> None:
+    """Write a text file through a temp file + os.replace: a crash leaves no half file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    def write(f: object) -> None:
+        writer = csv.writer(f)  # type: ignore[arg-type]
+        writer.writerow(header)
+        writer.writerows(rows)
+
+    _replace_text(path, write)
+
+
+class _CasmeWriter:
+    """Writes clips in the CASME II layout; the sheet goes last."""
+
+    def __init__(self, root: Path, fps: float, size: tuple[int, int], seed: int):
+        self.root, self.fps, self.size, self.seed = Path(root), fps, size, seed
+        self.rows: list[list[object]] = []
+        self.frames = 0
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, clip: SynthClip) -> None:
+        folder = self.root / f"sub{clip.subject}" / clip.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("img*.jpg"):  # a rerun with --force must not keep stale frames
+            old.unlink()
+        for n, frame in enumerate(clip.frames, start=1):
+            path = folder / f"img{n}.jpg"
+            if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                raise EdgeMerError(f"could not write {path}")
+        last = len(clip.frames)
+        if clip.event is None:
+            row = [clip.subject, clip.name, 1, (last + 1) // 2, last, "", clip.emotion]
+        else:
+            e = clip.event
+            row = [clip.subject, clip.name, e.onset + 1, e.apex + 1, e.offset + 1, e.aus, e.emotion]
+        self.rows.append(row)
+        self.frames += last
+
+    def finish(self) -> Path:
+        h, w = self.size
+        text = (
+            "Synthetic micro-expression clips written by `edge-mer synth` (edge_mer.calibration."
+            "synth).\nNot real faces: procedural faces with action-unit motions, for demos, "
+            f"INT8 calibration and tests.\n\nfps: {self.fps:g}\nsize: {h}x{w} (height x width)\n"
+            f"seed: {self.seed}\nclips: {len(self.rows)}\nframes: {self.frames}\n"
+            f"layout: {CASME2_SHEET} + subXX/EPee_cc/imgN.jpg, frame numbers 1-based as in "
+            "CASME II.\n"
+        )
+        _replace_text(self.root / "README.txt", lambda f: f.write(text))  # type: ignore[attr-defined]
+        _write_csv(self.root / CASME2_SHEET, CASME2_COLUMNS, self.rows)
+        return self.root
+
+
+def _open_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    h, w = size
+    if len(fourcc) != 4:
+        raise InputError(f"fourcc={fourcc!r}: must be four characters, e.g. 'MJPG'")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
+    if not writer.isOpened():
+        raise InputError(
+            f"OpenCV cannot write {path.suffix!r} videos with fourcc {fourcc!r}; "
+            "try fourcc 'MJPG' with '.avi'"
+        )
+    return writer
+
+
+def _write_video(
+    path: Path,
+    frames: Iterator[np.ndarray] | np.ndarray,
+    fourcc: str,
+    fps: float,
+    size: tuple[int, int],
+    on_frame: Callable[[int], None] | None = None,
+) -> int:
+    """Write through a temp name with the same extension (OpenCV picks the container by it)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    writer = _open_writer(tmp, fourcc, fps, size)
+    n = 0
+    try:
+        for frame in frames:
+            writer.write(frame)
+            n += 1
+            if on_frame is not None:
+                on_frame(n)
+    finally:
+        writer.release()
+    os.replace(tmp, path)
+    return n
+
+
+class _VideoSetWriter:
+    """One video per clip plus labels.csv (0-based frames; 'others': 0, middle, last)."""
+
+    def __init__(self, root: Path, fps: float, size: tuple[int, int], fourcc: str, ext: str):
+        self.root, self.fps, self.size, self.fourcc = Path(root), fps, size, fourcc
+        self.ext = ext if ext.startswith(".") else f".{ext}"
+        self.rows: list[list[object]] = []
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, clip: SynthClip) -> None:
+        name = f"sub{clip.subject}_{clip.name}{self.ext}"
+        _write_video(self.root / name, clip.frames, self.fourcc, self.fps, self.size)
+        last = len(clip.frames) - 1
+        e = clip.event
+        marks = (0, last // 2, last) if e is None else (e.onset, e.apex, e.offset)
+        self.rows.append([name, clip.subject, clip.emotion, *marks, f"{self.fps:g}"])
+
+    def finish(self) -> Path:
+        _write_csv(self.root / "labels.csv", LABEL_COLUMNS, self.rows)
+        return self.root
+
+
+def _clip_count(subjects: int, clips_per_emotion: int, emotions: Sequence[str]) -> int:
+    return subjects * clips_per_emotion * len(emotions)
+
+
+def write_casme2(
+    out_dir: Path | str,
+    *,
+    subjects: int = 4,
+    clips_per_emotion: int = 3,
+    fps: float = 200.0,
+    size: tuple[int, int] = (128, 128),
+    seed: int = 0,
+    emotions: Sequence[str] = EMOTIONS,
+    progress: Progress | None = None,
+) -> Path:
+    """Write a synthetic dataset in the CASME II layout under ``out_dir``; returns it.
+
+    ``out_dir/CASME2-coding.csv`` (Subject, Filename, OnsetFrame, ApexFrame, OffsetFrame,
+    Action Units, Estimated Emotion; written last, atomically), ``out_dir/README.txt`` and
+    ``out_dir/subNN/EPee_cc/img1.jpg..imgN.jpg`` (JPEG quality 95, frame numbers 1-based).
+    """
+    _check_dataset(subjects, clips_per_emotion, fps, size, seed, emotions)
+    writer = _CasmeWriter(Path(out_dir), fps, tuple(size), seed)  # type: ignore[arg-type]
+    total = _clip_count(subjects, clips_per_emotion, emotions)
+    for i, clip in enumerate(
+        iter_clips(
+            subjects=subjects,
+            clips_per_emotion=clips_per_emotion,
+            fps=fps,
+            size=size,
+            seed=seed,
+            emotions=emotions,
+        )
+    ):
+        writer.add(clip)
+        if progress is not None:
+            progress(i + 1, total, f"casme2 sub{clip.subject}/{clip.name}")
+    return writer.finish()
+
+
+def write_videos(
+    out_dir: Path | str,
+    *,
+    subjects: int = 4,
+    clips_per_emotion: int = 3,
+    fps: float = 200.0,
+    size: tuple[int, int] = (128, 128),
+    seed: int = 0,
+    emotions: Sequence[str] = EMOTIONS,
+    fourcc: str = "MJPG",
+    ext: str = ".avi",
+    progress: Progress | None = None,
+) -> Path:
+    """Write one video per clip (``subNN_EPee_cc.avi``) and ``labels.csv`` (file, subject,
+    emotion, onset_frame, apex_frame, offset_frame, fps; frames 0-based) under ``out_dir``.
+    The clips are the same as :func:`write_casme2` writes for the same arguments."""
+    _check_dataset(subjects, clips_per_emotion, fps, size, seed, emotions)
+    writer = _VideoSetWriter(Path(out_dir), fps, tuple(size), fourcc, ext)  # type: ignore[arg-type]
+    total = _clip_count(subjects, clips_per_emotion, emotions)
+    for i, clip in enumerate(
+        iter_clips(
+            subjects=subjects,
+            clips_per_emotion=clips_per_emotion,
+            fps=fps,
+            size=size,
+            seed=seed,
+            emotions=emotions,
+        )
+    ):
+        writer.add(clip)
+        if progress is not None:
+            progress(i + 1, total, f"video sub{clip.subject}_{clip.name}")
+    return writer.finish()
+
+
+def write_stream(
+    path: Path | str,
+    *,
+    seconds: float,
+    fps: float = 200.0,
+    size: tuple[int, int] = (128, 128),
+    seed: int = 0,
+    subject_index: int = 0,
+    micro_rate_hz: float = 0.5,
+    include_macro: bool = True,
+    fourcc: str = "MJPG",
+    progress: Progress | None = None,
+) -> tuple[Path, Path]:
+    """Write :func:`generate_stream` to a video at ``path`` and its ground truth beside it,
+    ``<stem>.events.csv`` (kind, emotion, onset_frame, apex_frame, offset_frame, onset_s,
+    apex_s, offset_s, aus; frames 0-based). Frames are rendered as they are written."""
+    path = Path(path)
+    timeline = _stream_timeline(
+        seconds, fps, size, seed, subject_index, micro_rate_hz, include_macro
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    total_s = math.ceil(timeline.frames / fps)
+    fps_int = max(round(fps), 1)
+
+    def tick(n: int) -> None:
+        if progress is not None and (n % fps_int == 0 or n == timeline.frames):
+            progress(math.ceil(n / fps), total_s, f"stream {n / fps:.0f}/{seconds:g} s")
+
+    _write_video(path, iter(timeline), fourcc, fps, timeline.size, tick)
+    rows = [
+        [
+            e.kind,
+            e.emotion,
+            e.onset,
+            e.apex,
+            e.offset,
+            f"{e.onset_s:.6f}",
+            f"{e.apex_s:.6f}",
+            f"{e.offset_s:.6f}",
+            e.aus,
+        ]
+        for e in (s.event for s in timeline.events)
+    ]
+    events_path = path.with_name(f"{path.stem}.events.csv")
+    _write_csv(events_path, EVENT_COLUMNS, rows)
+    return path, events_path
+
+
+def synthesize(
+    out: Path | str,
+    *,
+    subjects: int = 4,
+    clips_per_emotion: int = 3,
+    fps: float = 200.0,
+    size: tuple[int, int] = (128, 128),
+    seed: int = 0,
+    videos: bool = False,
+    stream_seconds: float = 0.0,
+    progress: Progress | None = None,
+) -> dict:
+    """What ``edge-mer synth --out DIR`` does: ``DIR/casme2/`` always, ``DIR/videos/`` if
+    ``videos`` (the same clips, rendered once), ``DIR/stream.avi`` + ``stream.events.csv``
+    if ``stream_seconds > 0``. Files it writes are replaced; others in DIR are left alone.
+
+    ``progress(done, total, what)`` counts clips, plus one unit per stream second.
+    Returns a summary: paths (str or None), counts, fps, size, elapsed seconds.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    size = tuple(int(v) for v in size)  # type: ignore[assignment]
+    _check(fps, size)
+    _check_counts(subjects, clips_per_emotion, seed)
+    if not (math.isfinite(stream_seconds) and stream_seconds >= 0):
+        raise InputError(f"stream_seconds={stream_seconds!r}: must be >= 0")
+    n_clips = _clip_count(subjects, clips_per_emotion, EMOTIONS)
+    stream_units = math.ceil(round(stream_seconds * fps) / fps) if stream_seconds > 0 else 0
+    total = n_clips + stream_units
+    out.mkdir(parents=True, exist_ok=True)
+    casme = _CasmeWriter(out / "casme2", fps, size, seed)  # type: ignore[arg-type]
+    vids = _VideoSetWriter(out / "videos", fps, size, "MJPG", ".avi") if videos else None  # type: ignore[arg-type]
+    per_emotion = dict.fromkeys(EMOTIONS, 0)
+    for i, clip in enumerate(
+        iter_clips(
+            subjects=subjects, clips_per_emotion=clips_per_emotion, fps=fps, size=size, seed=seed
+        )
+    ):
+        casme.add(clip)
+        if vids is not None:
+            vids.add(clip)
+        per_emotion[clip.emotion] += 1
+        if progress is not None:
+            progress(i + 1, total, f"clip sub{clip.subject}/{clip.name}")
+    summary: dict = {
+        "out": str(out),
+        "casme2": str(casme.finish()),
+        "clips": n_clips,
+        "frames": casme.frames,
+        "emotions": per_emotion,
+        "subjects": subjects,
+        "fps": float(fps),
+        "size": list(size),
+        "seed": seed,
+        "videos": str(vids.finish()) if vids is not None else None,
+        "stream": None,
+        "stream_events": None,
+        "stream_event_counts": None,
+    }
+    if stream_seconds > 0:
+
+        def stream_progress(done: int, _total: int, what: str) -> None:
+            if progress is not None:
+                progress(n_clips + done, total, what)
+
+        video, events = write_stream(
+            out / "stream.avi",
+            seconds=stream_seconds,
+            fps=fps,
+            size=size,
+            seed=seed,
+            progress=stream_progress,
+        )  # type: ignore[arg-type]
+        with open(events, newline="", encoding="utf-8") as f:
+            kinds = [row["kind"] for row in csv.DictReader(f)]
+        summary.update(
+            stream=str(video),
+            stream_events=str(events),
+            stream_event_counts={"micro": kinds.count("micro"), "macro": kinds.count("macro")},
+        )
+    summary["elapsed_s"] = round(time.perf_counter() - start, 3)
+    return summary
