@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_mer.convert.verify import ort_session, stream_logits
 from edge_mer.errors import InputError, QuantizationError
+from edge_mer.streaming import ort_session, softmax, stream_logits
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ class QuantResult:
     sensitivity: dict[str, float] = field(default_factory=dict)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class HeldOut:
     """Held-out windows and their FP32 reference probabilities, computed once."""
 
@@ -95,7 +90,7 @@ class HeldOut:
             )
             for i in range(0, len(self.windows), 16)
         ]
-        return _softmax(np.concatenate(out))
+        return softmax(np.concatenate(out))
 
     def agreement(self, int8_encoder: Path) -> Agreement:
         p = self.probs(ort_session(int8_encoder))

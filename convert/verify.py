@@ -19,18 +19,11 @@ import torch
 from edge_mer.convert.checkpoint import LoadedModel
 from edge_mer.convert.export import GraphIO, example_inputs
 from edge_mer.errors import NonFiniteError, VerificationError
+from edge_mer.streaming import ort_session, stream_logits
 
 log = logging.getLogger(__name__)
 
 FP32_ATOL = 1e-4
-
-
-def ort_session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _finite(graph: str, where: str, arrays: Sequence[np.ndarray], names: Sequence[str]) -> None:
@@ -80,31 +73,6 @@ def compare_graph(
             )
         worst = max(worst, float(np.max(np.abs(r - g))) if r.size else 0.0)
     return worst
-
-
-def stream_logits(
-    encoder: Any,
-    step: Any,
-    clips: np.ndarray,
-    state_names: Sequence[str],
-    state_shapes: Sequence[tuple[int, ...]],
-) -> np.ndarray:
-    """Run encoder once per frame and step over time, as the device does; last logits [N,K]."""
-    n, t = clips.shape[:2]
-    feats = encoder.run(["features"], {"frames": clips.reshape(n * t, *clips.shape[2:])})[0]
-    feats = feats.reshape(n, t, -1)
-    states = {
-        s: np.zeros((n, *shape), np.float32)
-        for s, shape in zip(state_names, state_shapes, strict=True)
-    }
-    out_names = ["logits", *(f"{s}_next" for s in state_names)]
-    logits = None
-    for i in range(t):
-        res = step.run(out_names, {"features": np.ascontiguousarray(feats[:, i]), **states})
-        logits = res[0]
-        states = dict(zip(state_names, res[1:], strict=True))
-    assert logits is not None
-    return logits
 
 
 def verify_fp32(
