@@ -107,28 +107,48 @@ def _export(
     inputs: list[str],
     outputs: list[str],
     graph: str,
-) -> None:
+) -> str:
+    """Export with the TorchScript exporter (fast); fall back to the dynamo exporter for
+    models it cannot trace. Returns which exporter wrote the graph."""
     dynamic = {n: {0: "batch"} for n in (*inputs, *outputs)}
     sink = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                input_names=inputs,
-                output_names=outputs,
-                dynamic_axes=dynamic,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
+    errors: list[str] = []
+    for dynamo in (False, True):
+        kwargs: dict = {"dynamic_axes": dynamic}
+        if dynamo:
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            # Keyed by the wrappers' parameter names; the step's states are its *varargs.
+            shapes: dict = {inputs[0]: {0: batch}}
+            if len(inputs) > 1:
+                shapes["states"] = tuple({0: batch} for _ in inputs[1:])
+            kwargs = {"dynamic_shapes": shapes}
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(path),
+                    input_names=inputs,
+                    output_names=outputs,
+                    opset_version=OPSET,
+                    dynamo=dynamo,
+                    **kwargs,
+                )
+            return "dynamo" if dynamo else "torchscript"
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            errors.append(f"{type(exc).__name__}: {first[:300]}")
+            log.info(
+                "%s exporter failed on the %s graph: %s",
+                "dynamo" if dynamo else "TorchScript",
+                graph,
+                first,
             )
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise VerificationError(
-            f"exporting the {graph} graph to ONNX failed: {type(exc).__name__}: {first}"
-        ) from None
+    raise VerificationError(
+        f"exporting the {graph} graph to ONNX failed: TorchScript "
+        f"exporter: {errors[0]}; dynamo exporter: {errors[-1]}"
+    )
 
 
 def export_graphs(loaded: LoadedModel, out_dir: Path) -> dict[str, GraphIO]:
@@ -173,11 +193,15 @@ def export_graphs(loaded: LoadedModel, out_dir: Path) -> dict[str, GraphIO]:
         for graph, io_ in ios.items():
             path = out_dir / f"{graph}.onnx"
             args = tuple(ex[graph][n] for n in io_.inputs)
-            _export(modules[graph], args, path, list(io_.inputs), list(io_.outputs), graph)
+            exporter = _export(
+                modules[graph], args, path, list(io_.inputs), list(io_.outputs), graph
+            )
             try:
                 onnx.checker.check_model(str(path), full_check=True)
             except Exception as exc:
                 raise VerificationError(f"{graph}.onnx fails onnx.checker: {exc}") from None
-            log.info("exported %s (%d bytes)", path.name, path.stat().st_size)
+            log.info(
+                "exported %s (%d bytes, %s exporter)", path.name, path.stat().st_size, exporter
+            )
     model.eval()
     return ios

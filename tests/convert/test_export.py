@@ -13,8 +13,9 @@ onnx = pytest.importorskip("onnx")
 from edge_mer.convert.checkpoint import LoadedModel, model_spec  # noqa: E402
 from edge_mer.convert.export import export_graphs, state_shapes  # noqa: E402
 from edge_mer.convert.models import build  # noqa: E402
-from edge_mer.convert.verify import ort_session, stream_logits, verify_fp32  # noqa: E402
+from edge_mer.convert.verify import verify_fp32  # noqa: E402
 from edge_mer.errors import ModelProtocolError, NonFiniteError, VerificationError  # noqa: E402
+from edge_mer.streaming import ort_session, stream_logits  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 
@@ -34,8 +35,9 @@ def _loaded(model: torch.nn.Module) -> LoadedModel:
             "input": {**TINY["input"], "channels": 3, "height": 40, "width": 24},
         },
         {**TINY, "cnn": "resnet18", "width_mult": 0.125, "layers": 2},
+        {**TINY, "pool": 2, "baseline": 4, "rnn": "gru"},
     ],
-    ids=["lstm-gray", "gru2-rgb-40x24", "resnet18-lstm2"],
+    ids=["lstm-gray", "gru2-rgb-40x24", "resnet18-lstm2", "grid-pool-baseline-gru"],
 )
 def test_graphs_names_dynamic_batch_and_equivalence(tmp_path: Path, cfg: dict) -> None:
     torch.manual_seed(0)
@@ -116,3 +118,51 @@ def test_state_must_be_batch_first_and_zero() -> None:
     model.init_state = lambda n: (torch.ones(n, 1, 16), torch.zeros(n, 1, 16))
     with pytest.raises(ModelProtocolError, match="non-zero"):
         state_shapes(_loaded(model))
+
+
+class GridPooledUserModel(torch.nn.Module):
+    """A user model the TorchScript exporter cannot trace: adaptive pooling to a 2x2 grid
+    after a reshape that makes the frame size symbolic in the clip graph."""
+
+    labels = ["a", "b", "c"]
+    state_names = ["h"]
+    input_spec = {"height": 24, "width": 24, "channels": 1, "fps": 30, "window": 4}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, 2, 1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(2)
+        self.gru = torch.nn.GRU(16, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, 3)
+
+    def encode(self, frames):
+        x = frames.permute(0, 3, 1, 2).float() / 255.0
+        return self.pool(torch.relu(self.conv(x))).flatten(1)
+
+    def init_state(self, n):
+        return (torch.zeros(n, 1, 8),)
+
+    def step(self, f, state):
+        out, h = self.gru(f.unsqueeze(1), state[0].transpose(0, 1).contiguous())
+        return self.head(out[:, 0]), (h.transpose(0, 1),)
+
+    def forward(self, clip):
+        n, t = clip.shape[:2]
+        feats = self.encode(clip.reshape(n * t, *clip.shape[2:])).reshape(n, t, -1)
+        out, _ = self.gru(feats)
+        return self.head(out[:, -1])
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_takes_over_when_torchscript_fails(tmp_path: Path, caplog) -> None:
+    torch.manual_seed(0)
+    loaded = _loaded(GridPooledUserModel())
+    with caplog.at_level("INFO", logger="edge_mer.convert.export"):
+        ios = export_graphs(loaded, tmp_path)
+    assert "TorchScript exporter failed on the clip graph" in caplog.text
+    figures = verify_fp32(loaded, tmp_path, ios, state_shapes(loaded), None)
+    assert figures["max_abs_streaming_vs_clip"] < 1e-4
+    clip = ort_session(tmp_path / "clip.onnx")
+    x = np.random.default_rng(0).integers(0, 256, (5, 4, 24, 24, 1), dtype=np.uint8)
+    ref = loaded.model(torch.from_numpy(x)).detach().numpy()
+    assert np.max(np.abs(clip.run(["logits"], {"clip": x})[0] - ref)) < 1e-4
