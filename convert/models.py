@@ -33,11 +33,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "cnn": "small",  # "small" | "resnet18"
     "width_mult": 1.0,  # channel multiplier of the CNN
+    "pool": 1,  # CNN output grid before the feature layer: 1 = global average, G = GxG map
     "feature_dim": 64,
     "rnn": "lstm",  # "lstm" | "gru"
     "layers": 1,
     "hidden": 64,
     "dropout": 0.0,
+    # Causal feature baseline: the RNN reads each frame's features minus a running mean of
+    # the frames so far (EMA with alpha 1/K after K frames), carried as state. 0 = off.
+    "baseline": 0,
 }
 
 _CNN_KINDS = ("small", "resnet18")
@@ -70,6 +74,10 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
             raise InputError(f"model config input.{key}={inp[key]!r} must be a positive integer")
     if min(inp["height"], inp["width"]) < 16:
         raise InputError("model config input height/width must be at least 16 pixels")
+    if not isinstance(cfg["pool"], int) or not 1 <= cfg["pool"] <= 8:
+        raise InputError(f"model config pool={cfg['pool']!r}: an integer grid size 1..8")
+    if not isinstance(cfg["baseline"], int) or cfg["baseline"] == 1 or cfg["baseline"] < 0:
+        raise InputError(f"model config baseline={cfg['baseline']!r}: 0 (off) or K >= 2 frames")
     if not cfg["labels"] or len(set(cfg["labels"])) != len(cfg["labels"]):
         raise InputError(f"model config labels={cfg['labels']!r} must be unique and non-empty")
     return cfg
@@ -84,16 +92,18 @@ def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
 class SmallCnn(nn.Sequential):
     """Four strided conv blocks and global pooling: about 0.1 M parameters at width 1."""
 
-    def __init__(self, channels: int, feature_dim: int, width_mult: float = 1.0) -> None:
+    def __init__(
+        self, channels: int, feature_dim: int, width_mult: float = 1.0, pool: int = 1
+    ) -> None:
         w = [max(8, int(c * width_mult)) for c in (16, 32, 64, 96)]
         super().__init__(
             _conv_bn(channels, w[0], 2),
             _conv_bn(w[0], w[1], 2),
             _conv_bn(w[1], w[2], 2),
             _conv_bn(w[2], w[3], 2),
-            nn.AdaptiveAvgPool2d(1),
+            nn.AdaptiveAvgPool2d(pool),
             nn.Flatten(),
-            nn.Linear(w[3], feature_dim),
+            nn.Linear(w[3] * pool * pool, feature_dim),
         )
 
 
@@ -119,7 +129,9 @@ class _BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """ResNet-18 layout (2-2-2-2 basic blocks), any channel count, no torchvision needed."""
 
-    def __init__(self, channels: int, feature_dim: int, width_mult: float = 1.0) -> None:
+    def __init__(
+        self, channels: int, feature_dim: int, width_mult: float = 1.0, pool: int = 1
+    ) -> None:
         super().__init__()
         w = [max(8, int(c * width_mult)) for c in (64, 128, 256, 512)]
         self.stem = nn.Sequential(
@@ -136,7 +148,7 @@ class ResNet18(nn.Module):
             cin = cout
         self.layers = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, feature_dim)
+            nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(cin * pool * pool, feature_dim)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +172,7 @@ class CnnRnn(nn.Module):
         self.input_spec: dict[str, Any] = dict(cfg["input"])
         ch = self.input_spec["channels"]
         cnn_cls = SmallCnn if cfg["cnn"] == "small" else ResNet18
-        self.cnn = cnn_cls(ch, cfg["feature_dim"], cfg["width_mult"])
+        self.cnn = cnn_cls(ch, cfg["feature_dim"], cfg["width_mult"], cfg["pool"])
         rnn_cls = nn.LSTM if cfg["rnn"] == "lstm" else nn.GRU
         self.rnn = rnn_cls(
             cfg["feature_dim"],
@@ -170,7 +182,11 @@ class CnnRnn(nn.Module):
             dropout=cfg["dropout"] if cfg["layers"] > 1 else 0.0,
         )
         self.head = nn.Linear(cfg["hidden"], len(self.labels))
-        self.state_names: list[str] = ["h", "c"] if cfg["rnn"] == "lstm" else ["h"]
+        self._rnn_states = ["h", "c"] if cfg["rnn"] == "lstm" else ["h"]
+        self.baseline = int(cfg["baseline"])
+        self.state_names: list[str] = self._rnn_states + (
+            ["base", "count"] if self.baseline else []
+        )
         mean = torch.tensor(self.input_spec["mean"], dtype=torch.float32).view(1, ch, 1, 1)
         std = torch.tensor(self.input_spec["std"], dtype=torch.float32).view(1, ch, 1, 1)
         # Folded into one multiply-add: x/255 then (x - mean)/std.
@@ -183,29 +199,58 @@ class CnnRnn(nn.Module):
         return self.cnn(x * self._scale + self._shift)
 
     def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
-        """Zero state, batch-first: each tensor ``[batch, layers, hidden]``."""
+        """Zero state, batch-first: RNN tensors ``[batch, layers, hidden]``; with a baseline
+        also ``base`` ``[batch, D]`` and ``count`` ``[batch, 1]``."""
         shape = (batch, self.rnn.num_layers, self.rnn.hidden_size)
-        return tuple(torch.zeros(shape) for _ in self.state_names)
+        state = [torch.zeros(shape) for _ in self._rnn_states]
+        if self.baseline:
+            state += [torch.zeros(batch, self.rnn.input_size), torch.zeros(batch, 1)]
+        return tuple(state)
+
+    def _deviation(
+        self, f: torch.Tensor, base: torch.Tensor, count: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features minus the running baseline, and the updated baseline and count."""
+        count = torch.clamp(count + 1.0, max=float(self.baseline))
+        base = base + (f - base) / count
+        return f - base, base, count
 
     def step(
         self, features: torch.Tensor, state: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One step: features ``[N, D]``, batch-first state -> logits ``[N, K]``, next state."""
+        n_rnn = len(self._rnn_states)
+        extra: tuple[torch.Tensor, ...] = ()
+        if self.baseline:
+            features, base, count = self._deviation(features, *state[n_rnn:])
+            extra = (base, count)
         # nn.LSTM/GRU keep state as [layers, N, hidden]; the protocol is batch-first.
-        rnn_state = tuple(s.transpose(0, 1).contiguous() for s in state)
+        rnn_state = tuple(s.transpose(0, 1).contiguous() for s in state[:n_rnn])
         out, nxt = self.rnn(
             features.unsqueeze(1), rnn_state if len(rnn_state) > 1 else rnn_state[0]
         )
         nxt_t = nxt if isinstance(nxt, tuple) else (nxt,)
-        return self.head(out[:, 0]), tuple(s.transpose(0, 1) for s in nxt_t)
+        return self.head(out[:, 0]), (*(s.transpose(0, 1) for s in nxt_t), *extra)
 
     def sequence_features(self, clip: torch.Tensor) -> torch.Tensor:
         """uint8 clip ``[N, T, H, W, C]`` -> features ``[N, T, D]``."""
         n, t = clip.shape[:2]
-        return self.encode(clip.reshape(n * t, *clip.shape[2:])).reshape(n, t, -1)
+        # The frame size from the spec, not clip.shape: it stays a constant in the exported
+        # graph, which pooling layers need.
+        spec = self.input_spec
+        frames = clip.reshape(n * t, spec["height"], spec["width"], spec["channels"])
+        return self.encode(frames).reshape(n, t, -1)
 
     def classify_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Features ``[N, T, D]`` -> logits ``[N, K]`` after the last frame (zero initial state)."""
+        if self.baseline:
+            n, t, d = feats.shape
+            base, count = feats.new_zeros(n, d), feats.new_zeros(n, 1)
+            devs = []
+            for i in range(t):
+                dev, base, count = self._deviation(feats[:, i], base, count)
+                devs.append(dev)
+            feats = torch.stack(devs, dim=1)
         out, _ = self.rnn(feats)
         return self.head(out[:, -1])
 
