@@ -23,24 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_mer.calibration.labels import MEGC3_WITH_BACKGROUND
 from edge_mer.convert.checkpoint import save_checkpoint
 from edge_mer.convert.models import CnnRnn, resolve_config
 from edge_mer.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
-
-# CASME II 'Estimated Emotion' -> the three MEGC 2019 classes, "others" as background.
-DEFAULT_LABEL_MAP = {
-    "happiness": "positive",
-    "disgust": "negative",
-    "repression": "negative",
-    "sadness": "negative",
-    "fear": "negative",
-    "anger": "negative",
-    "contempt": "negative",
-    "surprise": "surprise",
-    "others": "none",
-}
 
 
 @dataclass
@@ -51,8 +39,10 @@ class TrainOptions:
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0
-    label_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LABEL_MAP))
+    label_map: dict[str, str] = field(default_factory=lambda: dict(MEGC3_WITH_BACKGROUND))
     background: str = "none"
+    stage1: str = "pairs"  # "pairs": (neutral, apex) feature differences | "frames"
+    augment: bool = True  # independent per-frame shift and gain in stage 1
 
 
 @dataclass
@@ -139,6 +129,34 @@ def _frame_set(clips: list[_Clip], bg: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _pair_set(
+    clips: list[_Clip], bg: int, rng: np.random.Generator, per_clip: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frame pairs from one clip, ``[M, 2, H, W, C]``: (neutral, near-apex) pairs carry the
+    emotion, (neutral, neutral) pairs the background label. Training the CNN on the pair's
+    feature difference makes the difference encode facial motion, whoever the subject is."""
+    xs, ys = [], []
+    for c in clips:
+        n = len(c.frames)
+        if c.apex is None:
+            for _ in range(per_clip // 2):
+                a, b = rng.choice(n, size=2, replace=False)
+                xs.append(c.frames[[a, b]])
+                ys.append(c.label)
+            continue
+        ref_hi = max(1, c.onset or 0)
+        lo, hi = max(0, c.apex - 2), min(n, c.apex + 3)
+        for _ in range(per_clip):
+            xs.append(c.frames[[int(rng.integers(0, ref_hi)), int(rng.integers(lo, hi))]])
+            ys.append(c.label)
+        if ref_hi >= 2:
+            for _ in range(per_clip // 4):
+                a, b = rng.choice(ref_hi, size=2, replace=False)
+                xs.append(c.frames[[a, b]])
+                ys.append(bg)
+    return np.stack(xs), np.asarray(ys)
+
+
 def _window_set(
     clips: list[_Clip], feats: list[torch.Tensor], window: int, bg: int, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,6 +184,29 @@ def _window_set(
                 xs.append(f[last - window + 1 : last + 1])
                 ys.append(bg)
     return torch.stack(xs), torch.tensor(ys)
+
+
+def jitter(frames: torch.Tensor, gen: torch.Generator, shift: int) -> torch.Tensor:
+    """Each frame shifted by up to ``shift`` px (edges replicated) and its gain varied 5 %.
+
+    Independent per frame, so a clip's own head drift and noise pattern cannot serve as a
+    label shortcut: only the facial motion is common to the frames of a class.
+    """
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    n, h, w, _ = flat.shape
+    padded = torch.nn.functional.pad(
+        flat.permute(0, 3, 1, 2).float(), (shift,) * 4, mode="replicate"
+    )
+    offs = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen)
+    out = torch.stack(
+        [
+            padded[i, :, int(dy) : int(dy) + h, int(dx) : int(dx) + w]
+            for i, (dy, dx) in enumerate(offs)
+        ]
+    )
+    gain = 1.0 + 0.1 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
+    out = (out * gain).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return out.reshape(frames.shape)
 
 
 def _fit(
@@ -199,6 +240,8 @@ def _fit(
             total_loss += float(loss) * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
         acc = correct / len(x)
+        if (epoch + 1) % max(1, epochs // 5) and epoch + 1 != epochs:
+            continue
         say(
             f"{stage} epoch {epoch + 1}/{epochs}: loss {total_loss / len(x):.3f}, "
             f"train accuracy {acc:.3f}"
@@ -233,21 +276,34 @@ def train(
     bg = cfg["labels"].index(opts.background)
     model = CnnRnn(cfg)
 
-    fx, fy = _frame_set(clips, bg)
-    frames_t, labels_t = torch.from_numpy(fx), torch.from_numpy(fy).long()
-    say(f"stage 1: CNN on {len(fx)} frames from {len(clips)} clips")
     probe = nn.Linear(cfg["feature_dim"], len(cfg["labels"]))
     stage1 = nn.ModuleDict({"cnn": model.cnn, "probe": probe})
+    if opts.stage1 == "pairs":
+        px, py = _pair_set(clips, bg, rng)
+        n_frames = px.shape[0] * 2
+        say(f"stage 1: CNN on {len(px)} frame pairs (neutral -> apex) from {len(clips)} clips")
+
+        gen = torch.Generator().manual_seed(opts.seed)
+        shift = max(1, round(cfg["input"]["width"] / 32))
+
+        def stage1_forward(x: torch.Tensor) -> torch.Tensor:
+            if model.cnn.training and opts.augment:
+                x = jitter(x, gen, shift)
+            f = model.encode(x.reshape(-1, *x.shape[2:])).reshape(x.shape[0], 2, -1)
+            return probe(f[:, 1] - f[:, 0])
+
+        x1, y1 = torch.from_numpy(px), torch.from_numpy(py).long()
+    else:
+        fx, fy = _frame_set(clips, bg)
+        n_frames = len(fx)
+        say(f"stage 1: CNN on {len(fx)} frames from {len(clips)} clips")
+
+        def stage1_forward(x: torch.Tensor) -> torch.Tensor:
+            return probe(torch.relu(model.encode(x)))
+
+        x1, y1 = torch.from_numpy(fx), torch.from_numpy(fy).long()
     acc1 = _fit(
-        stage1,
-        stage1.parameters(),
-        frames_t,
-        labels_t,
-        lambda x: probe(torch.relu(model.encode(x))),
-        opts.cnn_epochs,
-        opts,
-        say,
-        "stage 1",
+        stage1, stage1.parameters(), x1, y1, stage1_forward, opts.cnn_epochs, opts, say, "stage 1"
     )
 
     model.cnn.requires_grad_(False)
@@ -283,7 +339,7 @@ def train(
     save_checkpoint(model, out, cfg)
     summary = {
         "clips": len(clips),
-        "frames": len(fx),
+        "frames": n_frames,
         "windows": len(wx),
         "stage1_train_accuracy": acc1,
         "stage2_train_accuracy": acc2,
