@@ -119,7 +119,11 @@ def _read_pickle(path: Path, trust: bool) -> tuple[dict[str, torch.Tensor], dict
                     f"{type(exc2).__name__}: {exc2}"
                 ) from None
         else:
-            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            # torch's own message opens with advice to retry with weights_only=False: the
+            # opposite of ours. Its actual reason follows "WeightsUnpickler error:".
+            reason = text.split("WeightsUnpickler error:", 1)[-1]
+            lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
+            first = lines[0] if lines else type(exc).__name__
             raise CheckpointError(
                 f"checkpoint {str(path)!r} is not a readable PyTorch "
                 f"checkpoint ({first}); it is truncated, damaged or another "
@@ -277,6 +281,62 @@ def model_spec(model: nn.Module, origin: str) -> tuple[dict[str, Any], list[str]
     return spec, [str(x) for x in labels], names
 
 
+def probe_protocol(model: nn.Module, spec: dict[str, Any], n_labels: int, origin: str) -> None:
+    """Run ``encode``, ``step`` and ``forward`` once on zero frames of the declared input spec.
+
+    A model whose layers do not accept what its ``input_spec`` promises (say channels=1 and
+    a first conv that expects 3) is the user's to fix: this turns the framework's error
+    into one line naming the input shape, before anything is exported.
+
+    Raises:
+        ModelProtocolError: a call fails or returns tensors of the wrong rank or size.
+    """
+    frame = (spec["height"], spec["width"], spec["channels"])
+    frames = torch.zeros((1, *frame), dtype=torch.uint8)
+    call = "encode"
+    what = f"uint8 frames {list(frames.shape)}"
+    try:
+        with torch.no_grad():
+            feats = model.encode(frames)
+            if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or feats.shape[0] != 1:
+                got = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats)
+                raise ModelProtocolError(
+                    f"{origin}: encode({what}) returned {got}; it must return features [N, D]"
+                )
+            state = model.init_state(1)
+            state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
+            call, what = "step", f"features {list(feats.shape)} and init_state(1)"
+            logits, nxt = model.step(feats, state)
+            nxt = (nxt,) if isinstance(nxt, torch.Tensor) else tuple(nxt)
+            if tuple(logits.shape) != (1, n_labels):
+                raise ModelProtocolError(
+                    f"{origin}: step returned logits {tuple(logits.shape)} for one face; "
+                    f"expected (1, {n_labels}), one per label"
+                )
+            if [tuple(s.shape) for s in nxt] != [tuple(s.shape) for s in state]:
+                raise ModelProtocolError(
+                    f"{origin}: step returned next state shapes {[tuple(s.shape) for s in nxt]}"
+                    f", init_state(1) gives {[tuple(s.shape) for s in state]}; they must match"
+                )
+            clip = torch.zeros((1, spec["window"], *frame), dtype=torch.uint8)
+            call, what = "forward", f"uint8 clip {list(clip.shape)}"
+            out = model(clip)
+            if tuple(out.shape) != (1, n_labels):
+                raise ModelProtocolError(
+                    f"{origin}: forward returned {tuple(out.shape)} for one clip; "
+                    f"expected (1, {n_labels})"
+                )
+    except ModelProtocolError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelProtocolError(
+            f"{origin}: {call}() fails on {what} as input_spec "
+            f"(height {frame[0]}, width {frame[1]}, channels {frame[2]}) declares: "
+            f"{type(exc).__name__}: {first}; make input_spec match the model"
+        ) from None
+
+
 def load_model(
     checkpoint: Path,
     *,
@@ -331,6 +391,7 @@ def load_model(
     spec, labels, names = model_spec(model, origin)
     _load_weights(model, tensors, checkpoint)
     model.eval()
+    probe_protocol(model, spec, len(labels), origin)
     return LoadedModel(
         model, config, checkpoint, factory or "edge_mer.convert.models:build", spec, labels, names
     )
