@@ -13,8 +13,9 @@ from rich.console import Console
 from edge_mer.errors import EdgeMerError
 
 DEBUG = False
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: no hard line breaks at 80 columns when the output is a pipe or a log file.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

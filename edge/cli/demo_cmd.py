@@ -35,4 +35,13 @@ def demo(
         f"{t['seconds']} s (train accuracy {t['stage2_train_accuracy']:.3f})"
     )
     print_summary(result["manifest"], result["bundle"])
+    acc = result["accuracy"]
+    for graph, title in (("encoder", "FP32"), ("encoder_int8", "INT8")):
+        if graph in acc:
+            s = acc[graph]
+            console.print(
+                f"  {title} test   UF1 {s['uf1']:.3f}, UAR {s['uar']:.3f}, accuracy "
+                f"{s['accuracy']:.3f} on {acc['windows']} clips of unseen synthetic "
+                "subjects (MEGC metrics, streamed as on the device)"
+            )
     console.print(f"\nnext: edge-mer inspect {result['bundle']}")
