@@ -247,15 +247,35 @@ def is_casme2_root(path: Path) -> bool:
     return path.is_dir() and _find_sheet(path) is not None
 
 
-def load_casme2(root: Path, *, fps: float = CASME2_FPS) -> list[CodedClip]:
+def declared_fps(root: Path) -> float | None:
+    """The fps a ``README.txt`` beside the sheet declares (``fps: 100``), as
+    ``edge-mer synth`` writes it for trees at other rates than CASME II's 200."""
+    readme = Path(root) / "README.txt"
+    if not readme.is_file():
+        return None
+    for line in readme.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "fps":
+            try:
+                fps = float(value)
+            except ValueError:
+                return None
+            return fps if fps > 0 else None
+    return None
+
+
+def load_casme2(root: Path, *, fps: float | None = None) -> list[CodedClip]:
     """Read the coding sheet under ``root`` and pair each row with its frame folder.
 
-    Rows whose folder is missing or holds no ``img<N>``/``reg_img<N>`` frames are logged and
-    skipped. Raises :class:`DataError` when there is no sheet or no usable clip.
+    ``fps`` defaults to what ``root/README.txt`` declares, else CASME II's 200. Rows whose
+    folder is missing or holds no ``img<N>``/``reg_img<N>`` frames are logged and skipped.
+    Raises :class:`DataError` when there is no sheet or no usable clip.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"CASME II root {str(root)!r} is not a folder")
+    if fps is None:
+        fps = declared_fps(root) or CASME2_FPS
     sheet = _find_sheet(root)
     if sheet is None:
         raise DataError(

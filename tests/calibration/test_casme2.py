@@ -163,3 +163,20 @@ def test_xlsx_sheet(tmp_path):
     _write_frames(tmp_path / "sub01" / "EP02_01f", [7, 9, 11])
     (clip,) = load_casme2(tmp_path)
     assert (clip.subject, clip.onset, clip.apex, clip.offset) == ("01", 7, None, 11)
+
+
+def test_fps_declared_by_synth_readme(tmp_path) -> None:
+    from edge_mer.calibration.synth_io import write_casme2
+
+    root = write_casme2(
+        tmp_path / "c",
+        subjects=1,
+        clips_per_emotion=1,
+        fps=100.0,
+        size=(48, 48),
+        emotions=("happiness",),
+    )
+    assert {c.fps for c in load_casme2(root)} == {100.0}
+    assert {c.fps for c in load_casme2(root, fps=50.0)} == {50.0}
+    (root / "README.txt").write_text("no rate here\n")
+    assert {c.fps for c in load_casme2(root)} == {200.0}
