@@ -89,22 +89,50 @@ def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
     )
 
 
+def _grid_pool(
+    trunk: nn.Module, channels: int, size: tuple[int, int], pool: int
+) -> tuple[nn.Module, int]:
+    """A pooling layer that leaves about a ``pool`` x ``pool`` map, and its output cells.
+
+    The grid is a fixed-kernel average pool sized from the trunk's output for this input
+    size (measured once here), not an adaptive one: the TorchScript ONNX exporter cannot
+    export adaptive pooling to a grid once the frame size is symbolic, as in the clip graph.
+    """
+    trunk.eval()  # batch norm cannot see one value per channel in training mode
+    with torch.no_grad():
+        _, _, sh, sw = trunk(torch.zeros(1, channels, *size)).shape
+    trunk.train()
+    if pool == 1:
+        return nn.AdaptiveAvgPool2d(1), 1
+    if sh < pool or sw < pool:
+        raise InputError(
+            f"model config pool={pool} exceeds the CNN's {sh}x{sw} output map for "
+            f"{size[0]}x{size[1]} input; use a smaller pool or a larger input"
+        )
+    kh, kw = sh // pool, sw // pool
+    return nn.AvgPool2d((kh, kw)), (sh // kh) * (sw // kw)
+
+
 class SmallCnn(nn.Sequential):
-    """Four strided conv blocks and global pooling: about 0.1 M parameters at width 1."""
+    """Four strided conv blocks, pooling to a grid, a feature layer: ~0.1 M parameters."""
 
     def __init__(
-        self, channels: int, feature_dim: int, width_mult: float = 1.0, pool: int = 1
+        self,
+        channels: int,
+        feature_dim: int,
+        width_mult: float = 1.0,
+        pool: int = 1,
+        size: tuple[int, int] = (64, 64),
     ) -> None:
         w = [max(8, int(c * width_mult)) for c in (16, 32, 64, 96)]
-        super().__init__(
+        trunk = [
             _conv_bn(channels, w[0], 2),
             _conv_bn(w[0], w[1], 2),
             _conv_bn(w[1], w[2], 2),
             _conv_bn(w[2], w[3], 2),
-            nn.AdaptiveAvgPool2d(pool),
-            nn.Flatten(),
-            nn.Linear(w[3] * pool * pool, feature_dim),
-        )
+        ]
+        pooling, cells = _grid_pool(nn.Sequential(*trunk), channels, size, pool)
+        super().__init__(*trunk, pooling, nn.Flatten(), nn.Linear(w[3] * cells, feature_dim))
 
 
 class _BasicBlock(nn.Module):
@@ -130,7 +158,12 @@ class ResNet18(nn.Module):
     """ResNet-18 layout (2-2-2-2 basic blocks), any channel count, no torchvision needed."""
 
     def __init__(
-        self, channels: int, feature_dim: int, width_mult: float = 1.0, pool: int = 1
+        self,
+        channels: int,
+        feature_dim: int,
+        width_mult: float = 1.0,
+        pool: int = 1,
+        size: tuple[int, int] = (112, 112),
     ) -> None:
         super().__init__()
         w = [max(8, int(c * width_mult)) for c in (64, 128, 256, 512)]
@@ -147,9 +180,8 @@ class ResNet18(nn.Module):
             layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
             cin = cout
         self.layers = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(cin * pool * pool, feature_dim)
-        )
+        pooling, cells = _grid_pool(nn.Sequential(self.stem, self.layers), channels, size, pool)
+        self.head = nn.Sequential(pooling, nn.Flatten(), nn.Linear(cin * cells, feature_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(self.stem(x)))
@@ -172,7 +204,8 @@ class CnnRnn(nn.Module):
         self.input_spec: dict[str, Any] = dict(cfg["input"])
         ch = self.input_spec["channels"]
         cnn_cls = SmallCnn if cfg["cnn"] == "small" else ResNet18
-        self.cnn = cnn_cls(ch, cfg["feature_dim"], cfg["width_mult"], cfg["pool"])
+        size = (self.input_spec["height"], self.input_spec["width"])
+        self.cnn = cnn_cls(ch, cfg["feature_dim"], cfg["width_mult"], cfg["pool"], size)
         rnn_cls = nn.LSTM if cfg["rnn"] == "lstm" else nn.GRU
         self.rnn = rnn_cls(
             cfg["feature_dim"],

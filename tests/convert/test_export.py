@@ -166,3 +166,11 @@ def test_dynamo_exporter_takes_over_when_torchscript_fails(tmp_path: Path, caplo
     x = np.random.default_rng(0).integers(0, 256, (5, 4, 24, 24, 1), dtype=np.uint8)
     ref = loaded.model(torch.from_numpy(x)).detach().numpy()
     assert np.max(np.abs(clip.run(["logits"], {"clip": x})[0] - ref)) < 1e-4
+
+
+def test_reference_grid_pool_needs_no_fallback(tmp_path: Path, caplog) -> None:
+    loaded = _loaded(build({**TINY, "pool": 2}))
+    with caplog.at_level("INFO", logger="edge_mer.convert.export"):
+        export_graphs(loaded, tmp_path)
+    assert "failed" not in caplog.text
+    assert caplog.text.count("torchscript exporter") == 3
