@@ -295,22 +295,30 @@ def _fallback(
 
 
 def encoder_latency_ms(
-    path: Path, frame_shape: Sequence[int], *, repeats: int = 50, batch: int = 1, threads: int = 0
-) -> float:
-    """Median wall time (ms) of one encoder call on ``batch`` frames, after warm-up."""
-    import onnxruntime as ort
+    paths: dict[str, Path],
+    frame_shape: Sequence[int],
+    *,
+    rounds: int = 60,
+    batch: int = 1,
+    threads: int = 0,
+) -> dict[str, float]:
+    """Median wall time (ms) of one call of each encoder on ``batch`` frames.
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    The encoders are timed round-robin, in a rotating order, on the same input, so that
+    machine noise falls on all of them alike: the ratios are side by side.
+    """
+    from edge_mer.streaming import ort_session
+
+    sessions = {name: ort_session(path, threads) for name, path in paths.items()}
     x = np.random.default_rng(0).integers(0, 256, (batch, *frame_shape), dtype=np.uint8)
-    for _ in range(5):
-        sess.run(None, {"frames": x})
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, {"frames": x})
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    for sess in sessions.values():
+        for _ in range(5):
+            sess.run(None, {"frames": x})
+    names = list(sessions)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            sessions[name].run(None, {"frames": x})
+            times[name].append(time.perf_counter() - t0)
+    return {n: float(np.median(t) * 1e3) for n, t in times.items()}
