@@ -17,7 +17,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -193,6 +193,21 @@ def _clip_count(subjects: int, clips_per_emotion: int, emotions: Sequence[str]) 
     return subjects * clips_per_emotion * len(emotions)
 
 
+def _write_all(
+    writer: _CasmeWriter | _VideoSetWriter,
+    clips: Iterable[SynthClip],
+    total: int,
+    progress: Progress | None,
+    what: Callable[[SynthClip], str],
+) -> Path:
+    """Feed every clip to ``writer``, report progress, and finish the writer."""
+    for i, clip in enumerate(clips):
+        writer.add(clip)
+        if progress is not None:
+            progress(i + 1, total, what(clip))
+    return writer.finish()
+
+
 def write_casme2(
     out_dir: Path | str,
     *,
@@ -212,21 +227,16 @@ def write_casme2(
     """
     _check_dataset(subjects, clips_per_emotion, fps, size, seed, emotions)
     writer = _CasmeWriter(Path(out_dir), fps, tuple(size), seed)  # type: ignore[arg-type]
+    clips = iter_clips(
+        subjects=subjects,
+        clips_per_emotion=clips_per_emotion,
+        fps=fps,
+        size=size,
+        seed=seed,
+        emotions=emotions,
+    )
     total = _clip_count(subjects, clips_per_emotion, emotions)
-    for i, clip in enumerate(
-        iter_clips(
-            subjects=subjects,
-            clips_per_emotion=clips_per_emotion,
-            fps=fps,
-            size=size,
-            seed=seed,
-            emotions=emotions,
-        )
-    ):
-        writer.add(clip)
-        if progress is not None:
-            progress(i + 1, total, f"casme2 sub{clip.subject}/{clip.name}")
-    return writer.finish()
+    return _write_all(writer, clips, total, progress, lambda c: f"casme2 sub{c.subject}/{c.name}")
 
 
 def write_videos(
@@ -247,21 +257,16 @@ def write_videos(
     The clips are the same as :func:`write_casme2` writes for the same arguments."""
     _check_dataset(subjects, clips_per_emotion, fps, size, seed, emotions)
     writer = _VideoSetWriter(Path(out_dir), fps, tuple(size), fourcc, ext)  # type: ignore[arg-type]
+    clips = iter_clips(
+        subjects=subjects,
+        clips_per_emotion=clips_per_emotion,
+        fps=fps,
+        size=size,
+        seed=seed,
+        emotions=emotions,
+    )
     total = _clip_count(subjects, clips_per_emotion, emotions)
-    for i, clip in enumerate(
-        iter_clips(
-            subjects=subjects,
-            clips_per_emotion=clips_per_emotion,
-            fps=fps,
-            size=size,
-            seed=seed,
-            emotions=emotions,
-        )
-    ):
-        writer.add(clip)
-        if progress is not None:
-            progress(i + 1, total, f"video sub{clip.subject}_{clip.name}")
-    return writer.finish()
+    return _write_all(writer, clips, total, progress, lambda c: f"video sub{c.subject}_{c.name}")
 
 
 def write_stream(
