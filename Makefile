@@ -7,9 +7,9 @@ BIN    := $(VENV)/bin
 # A CPU-only torch, installed before the package: a torch requirement that admits a newer
 # release would otherwise pull several GB of CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= convert,cpu,dev
+EXTRAS ?= convert,cpu,mqtt,dev
 
-.PHONY: install demo test lint clean
+.PHONY: install system-deps demo test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,14 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/edge-mer demo
 
+system-deps:
+	bash scripts/system-deps.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint system-deps
 	$(BIN)/python -c "import sys, edge_mer, edge_mer.cli; assert 'torch' not in sys.modules, 'the core imports torch'"
 	$(BIN)/python -m pytest -q
 
