@@ -15,6 +15,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("convert", "convert_cmd", "convert"),
     ("inspect", "convert_cmd", "inspect"),
     ("build-engine", "engine_cmd", "build_engine"),
+    ("validate-config", "service_cmd", "validate_config"),
+    ("install-service", "service_cmd", "install_service"),
 ]
 
 
