@@ -1,0 +1,89 @@
+"""Inference runners behind one interface (``activate / infer / deactivate``).
+
+:func:`select_runner` picks the encoder artifact for this machine from the bundle's
+``manifest["targets"]``: a checked TensorRT engine where TensorRT is present, else ONNX Runtime
+with the graph built for this CPU. Runners are constructed inactive; use them as context
+managers. Backend modules (onnxruntime, tensorrt, CUDA bindings) are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_mer.bundle import Bundle
+from edge_mer.errors import EdgeMerError, InputError
+from edge_mer.runners.base import Runner, RunnerError, state_pairs
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RUNNERS", "Runner", "RunnerError", "Selection", "select_runner", "state_pairs"]
+
+RUNNERS = ("auto", "tensorrt", "onnxruntime")
+
+
+@dataclass
+class Selection:
+    """What :func:`select_runner` chose: ``encoder`` and ``step`` runners (inactive), and why
+    the others were passed over (``unavailable``: runner name -> reason)."""
+
+    encoder: Runner
+    step: Runner
+    kind: str
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+def select_runner(
+    bundle: Bundle,
+    runner: str = "auto",
+    *,
+    max_batch: int = 8,
+    step_max_batch: int | None = None,
+    engines_dir: Any = None,
+    facts: Any = None,
+    providers: Any = None,
+    threads: int = 0,
+) -> Selection:
+    """Encoder and step runners for ``bundle`` on this machine.
+
+    ``auto`` tries TensorRT (a checked engine) and falls back to ONNX Runtime, recording why
+    in ``Selection.unavailable``. Naming a runner that cannot run here raises with the reason
+    (for TensorRT engines from another device: ``rebuild with: edge-mer build-engine ...``).
+    ``step_max_batch`` defaults to ``max_batch`` (size it as tracks x banks for a StateCache).
+    """
+    if runner not in RUNNERS:
+        raise InputError(f"runner {runner!r} is not one of {list(RUNNERS)}")
+    step_max_batch = step_max_batch or max_batch
+    unavailable: dict[str, str] = {}
+    if runner in ("auto", "tensorrt"):
+        try:
+            from edge_mer.runners.trt import TrtRunner
+
+            if importlib.util.find_spec("tensorrt") is None and facts is None:
+                raise RunnerError("tensorrt is not importable (it comes with JetPack)")
+            enc = TrtRunner.from_bundle(bundle, "encoder", facts=facts, engines_dir=engines_dir)
+            step = TrtRunner.from_bundle(
+                bundle, "step", facts=facts, engines_dir=engines_dir, min_batch=step_max_batch
+            )
+            return Selection(enc, step, "tensorrt", unavailable)
+        except EdgeMerError as exc:
+            if runner == "tensorrt":
+                raise
+            unavailable["tensorrt"] = str(exc)
+            log.info("TensorRT runner unavailable: %s", exc)
+    try:
+        from edge_mer.runners.ort import OrtEncoderRunner, OrtStepRunner, import_onnxruntime
+
+        import_onnxruntime()
+    except EdgeMerError as exc:
+        unavailable["onnxruntime"] = str(exc)
+        raise RunnerError(
+            "no runner can run this bundle here: "
+            + "; ".join(f"{k}: {v}" for k, v in unavailable.items())
+        ) from None
+    kw = {"providers": providers, "threads": threads}
+    enc = OrtEncoderRunner.from_bundle(bundle, max_batch, **kw)
+    step = OrtStepRunner.from_bundle(bundle, step_max_batch, **kw)
+    return Selection(enc, step, "onnxruntime", unavailable)
