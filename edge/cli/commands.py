@@ -17,6 +17,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("build-engine", "engine_cmd", "build_engine"),
     ("validate-config", "service_cmd", "validate_config"),
     ("install-service", "service_cmd", "install_service"),
+    ("doctor", "doctor_cmd", "doctor"),
 ]
 
 
