@@ -161,6 +161,15 @@ class FrameRing:
         with self._cond:
             if slot.generation == self._generation and self._state[slot.index] == _HELD:
                 self._state[slot.index] = _FREE
+                self._cond.notify_all()  # a producer may wait for space (finite sources)
+
+    def wait_for_space(self, timeout: float) -> bool:
+        """Block until a slot is free (True) or ``timeout`` passes (False). For finite
+        sources (files, synthetic streams), where dropping frames would change results."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._closed or self._buffer is None or _FREE in self._state, timeout
+            )
 
     def close(self, error: BaseException | None = None) -> None:
         """No more frames: ``get`` drains what is waiting, then raises ``error`` or
@@ -403,5 +412,9 @@ class CaptureThread:
             )  # fmt: skip
             self.reshapes += 1
             ring.reallocate(image.shape)
+        if not self.source.live:
+            # A file is not a camera: wait for the consumer instead of dropping frames.
+            while not ring.wait_for_space(0.2) and not self._stop.is_set():
+                pass
         if ring.put(image, seq, ts):
             self.frames += 1

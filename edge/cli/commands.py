@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("validate-config", "service_cmd", "validate_config"),
     ("install-service", "service_cmd", "install_service"),
     ("doctor", "doctor_cmd", "doctor"),
+    ("run", "run_cmd", "run"),
 ]
 
 
