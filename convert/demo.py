@@ -63,6 +63,7 @@ def run_demo(
     fps: float = 200.0,
     cnn_epochs: int = 16,
     rnn_epochs: int = 30,
+    stream_seconds: float = 20.0,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the whole demo inside ``out``; return the bundle's manifest and the train summary."""
@@ -102,4 +103,34 @@ def run_demo(
     bundle = Bundle.open(out / "bundle")
     windows, truth = clip_windows(bundle, out / "test-clips" / "casme2")
     accuracy = evaluate(bundle, windows, truth)
-    return {"manifest": manifest, "train": summary, "bundle": out / "bundle", "accuracy": accuracy}
+    say(f"running the live pipeline on a {stream_seconds:g} s synthetic stream")
+    live, why = run_live(
+        out / "bundle",
+        f"synthetic://?seconds={stream_seconds:g}&fps={fps:g}&seed={seed + 7}",
+        out / "events.jsonl",
+    )
+    return {
+        "manifest": manifest,
+        "train": summary,
+        "bundle": out / "bundle",
+        "accuracy": accuracy,
+        "live": live,
+        "live_stopped": why,
+    }
+
+
+def run_live(bundle: Path, source: str, events: Path) -> tuple[Any, str]:
+    """Run ``edge-mer run``'s pipeline over ``source`` to its end: (pipeline, why it stopped)."""
+    from edge_mer.config import config_from_args
+    from edge_mer.live import LivePipeline, run_until
+
+    cfg = config_from_args(
+        bundle,
+        source,
+        events=events,
+        stdout=False,
+        tables={"face": {"detector": "none"}, "metrics": {"enabled": False}},
+    )
+    with LivePipeline(cfg) as pipeline:
+        why = run_until(pipeline)
+    return pipeline, why

@@ -44,4 +44,16 @@ def demo(
                 f"{s['accuracy']:.3f} on {acc['windows']} clips of unseen synthetic "
                 "subjects (MEGC metrics, streamed as on the device)"
             )
-    console.print(f"\nnext: edge-mer inspect {result['bundle']}")
+    from edge_mer.cli.run_cmd import report
+
+    live = result["live"]
+    console.print(
+        f"  live       {live.frames} frames of a synthetic stream -> "
+        f"{live.events} events in {out / 'events.jsonl'}:"
+    )
+    report(live, result["live_stopped"])
+    console.print(
+        f"\nnext: edge-mer inspect {result['bundle']}\n"
+        f"      edge-mer run --bundle {result['bundle']} --source "
+        "'synthetic://?seconds=30' --events events.jsonl"
+    )

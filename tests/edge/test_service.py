@@ -166,7 +166,14 @@ def test_validate_config_cli(tmp_path: Path) -> None:
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
 
 
-def test_install_service_dry_run_writes_nothing(tmp_path: Path, home_bundle: Path) -> None:
+def test_install_service_dry_run_writes_nothing(
+    tmp_path: Path, home_bundle: Path, monkeypatch
+) -> None:
+    import edge_mer.service
+
+    # Where this checkout lives (CI may clone under /tmp) must not decide the test: the
+    # executable is taken as installed system-wide, as on a device.
+    monkeypatch.setattr(edge_mer.service, "current_executable", lambda: "/usr/local/bin/edge-mer")
     prefix = tmp_path / "etc"
     args = ["install-service", "--dry-run", "--prefix", str(prefix)]
     missing = ["--bundle", str(tmp_path / "nope"), "--source", "v4l2:///dev/video0"]
@@ -185,6 +192,11 @@ def test_install_service_dry_run_writes_nothing(tmp_path: Path, home_bundle: Pat
     assert sorted(home_bundle.parent.rglob("*")) == before
     res = CliRunner().invoke(_app(), [*args, "--bundle", str(home_bundle)])
     assert res.exit_code == 2 and "--source" in res.output
+    monkeypatch.setattr(edge_mer.service, "current_executable", lambda: "/tmp/venv/bin/edge-mer")
+    res = CliRunner().invoke(
+        _app(), [*args, "--bundle", str(home_bundle), "--source", "v4l2:///dev/video0"]
+    )
+    assert res.exit_code == 2 and "under /tmp" in res.output
 
 
 def test_example_config_is_valid() -> None:
