@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,25 +38,28 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "face", "preprocess", "encoder", "step", "spotting", "sinks")
 
 
-@dataclass
 class StageClock:
-    """Per-stage wall times of the frames so far (seconds), for reports and benchmarks."""
+    """Per-stage wall times of the last ``keep`` frames (seconds), in preallocated rings:
+    recording a sample allocates nothing."""
 
-    samples: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
-    keep: int = 100_000
+    def __init__(self, keep: int = 8192) -> None:
+        self.keep = keep
+        self._values = {s: np.zeros(keep) for s in STAGES}
+        self._count = dict.fromkeys(STAGES, 0)
 
     def add(self, stage: str, seconds: float) -> None:
-        values = self.samples[stage]
-        if len(values) < self.keep:
-            values.append(seconds)
+        n = self._count[stage]
+        self._values[stage][n % self.keep] = seconds
+        self._count[stage] = n + 1
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
-        for stage, values in self.samples.items():
-            if values:
-                ms = np.asarray(values) * 1e3
+        for stage, values in self._values.items():
+            n = self._count[stage]
+            if n:
+                ms = values[: min(n, self.keep)] * 1e3
                 out[stage] = {
-                    "count": len(values),
+                    "count": n,
                     "mean_ms": float(ms.mean()),
                     "p50_ms": float(np.percentile(ms, 50)),
                     "p95_ms": float(np.percentile(ms, 95)),
@@ -174,7 +177,8 @@ class LivePipeline:
         self.model_hash = self.bundle.manifest_sha256
         self.frames = self.model_frames = self.events = 0
         self.last_inference: float | None = None
-        self.records: list[dict[str, Any]] = []
+        # The latest events, for the end-of-run report; bounded: the service runs for weeks.
+        self.records: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._probs = np.zeros((self.max_faces, len(labels)), np.float32)
         self._ids: list[int] = []
         self._closed = False
