@@ -149,6 +149,13 @@ class SpotterConfig:
     macro: Literal["report", "drop"] = _f(
         "report", "Events longer than max_duration_ms: report or drop."
     )
+    lag_frames: int | None = _f(
+        None,
+        "Date events this many model frames earlier: a decision at frame t rests on the "
+        "window ending at t (default: a quarter window, how the reference trainer labels).",
+        ge=0,
+        le=10_000,
+    )
 
 
 @dataclass(frozen=True)

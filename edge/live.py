@@ -158,6 +158,8 @@ class LivePipeline:
             refractory_ms=sp.refractory_ms,
             macro=sp.macro,
         )
+        lag = sp.lag_frames if sp.lag_frames is not None else self.window // 4
+        self.lag_s = lag / self.model_fps  # events are dated back by this much
         self.resampler = FrameResampler(self.model_fps)
         self.source = make_source(config.source.uri)
         src = config.source
@@ -294,7 +296,7 @@ class LivePipeline:
             closed = []
             for i, tid in enumerate(ids):
                 if ready[i]:
-                    closed.extend(self.spotter.update(tid, slot.ts, probs[i]))
+                    closed.extend(self.spotter.update(tid, slot.ts - self.lag_s, probs[i]))
             t6 = time.perf_counter()
             clock.add("spotting", t6 - t5)
             for event in closed:
