@@ -48,6 +48,7 @@ from edge_mer.convert.models import build
 from edge_mer.convert.pipeline import ConvertOptions, convert
 from edge_mer.convert.quantize import Quantizer, zero_points
 from edge_mer.preprocess import FramePreprocessor
+from edge_mer.streaming import ort_session
 
 Say = Callable[[str], None]
 
@@ -222,16 +223,6 @@ def build_variants(
 # ---------------------------------------------------------------- latency
 
 
-def _session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def interleaved_latency(
     paths: dict[str, Path],
     frame: tuple[int, int, int],
@@ -246,7 +237,7 @@ def interleaved_latency(
     Each round calls every variant once (in a rotated order, so none always runs right
     after another); returns median, p10 and p90 per variant over ``rounds`` rounds.
     """
-    sessions = {k: _session(p, threads) for k, p in paths.items()}
+    sessions = {k: ort_session(p, threads) for k, p in paths.items()}
     x = np.random.default_rng(0).integers(0, 256, (batch, *frame), dtype=np.uint8)
     feed = {"frames": x}
     for _ in range(warmup):
@@ -428,9 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.rounds < 1 or args.warmup < 0:
         p.error(f"--repeats {args.repeats!r} and --rounds {args.rounds!r} must be at least 1")
 
-    def say(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    return run_and_report(run, render_markdown, args)
 
+
+def say(msg: str) -> None:
+    """Progress on stderr (stdout carries the Markdown)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_and_report(
+    run: Callable[[argparse.Namespace, Say], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    args: argparse.Namespace,
+) -> int:
+    """Run a benchmark, add the load average and total time, print the Markdown, and write
+    ``--markdown`` / ``--json``. Shared by the benchmark scripts."""
     # ORT's quantizer warns through the root logger (pre-processing advice, bias layout):
     # expected for the plain-default variant, and noise between the progress lines.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -440,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args, say)
     res["load"] = [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0]
     res["total_s"] = round(time.perf_counter() - started, 1)
-    md = render_markdown(res)
+    md = render(res)
     print(md)
     if args.markdown:
         args.markdown.write_text(md)

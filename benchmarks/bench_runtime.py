@@ -27,9 +27,6 @@ test: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 import sys
 import tempfile
 import time
@@ -683,24 +680,10 @@ def main(argv: list[str] | None = None) -> int:
             f"--warmup {args.warmup!r} >= 0, --memory-frames {args.memory_frames!r} >= 1000"
         )
 
-    def say(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_convert import run_and_report
 
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("edge_mer").setLevel(logging.WARNING)
-    started = time.perf_counter()
-    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    res = run(args, say)
-    res["load"] = [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0]
-    res["total_s"] = round(time.perf_counter() - started, 1)
-    md = render_markdown(res)
-    print(md)
-    if args.markdown:
-        args.markdown.write_text(md)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
-    say(f"done in {res['total_s']} s")
-    return 0
+    return run_and_report(run, render_markdown, args)
 
 
 if __name__ == "__main__":
