@@ -17,7 +17,7 @@ import csv
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -195,12 +195,26 @@ def _clip_count(subjects: int, clips_per_emotion: int, emotions: Sequence[str]) 
 
 def _write_all(
     writer: _CasmeWriter | _VideoSetWriter,
-    clips: Iterable[SynthClip],
-    total: int,
-    progress: Progress | None,
     what: Callable[[SynthClip], str],
+    progress: Progress | None,
+    *,
+    subjects: int,
+    clips_per_emotion: int,
+    fps: float,
+    size: tuple[int, int],
+    seed: int,
+    emotions: Sequence[str],
 ) -> Path:
-    """Feed every clip to ``writer``, report progress, and finish the writer."""
+    """Feed every clip of the dataset to ``writer``, report progress, finish the writer."""
+    total = _clip_count(subjects, clips_per_emotion, emotions)
+    clips = iter_clips(
+        subjects=subjects,
+        clips_per_emotion=clips_per_emotion,
+        fps=fps,
+        size=size,
+        seed=seed,
+        emotions=emotions,
+    )
     for i, clip in enumerate(clips):
         writer.add(clip)
         if progress is not None:
@@ -227,7 +241,10 @@ def write_casme2(
     """
     _check_dataset(subjects, clips_per_emotion, fps, size, seed, emotions)
     writer = _CasmeWriter(Path(out_dir), fps, tuple(size), seed)  # type: ignore[arg-type]
-    clips = iter_clips(
+    return _write_all(
+        writer,
+        lambda c: f"casme2 sub{c.subject}/{c.name}",
+        progress,
         subjects=subjects,
         clips_per_emotion=clips_per_emotion,
         fps=fps,
@@ -235,8 +252,6 @@ def write_casme2(
         seed=seed,
         emotions=emotions,
     )
-    total = _clip_count(subjects, clips_per_emotion, emotions)
-    return _write_all(writer, clips, total, progress, lambda c: f"casme2 sub{c.subject}/{c.name}")
 
 
 def write_videos(
@@ -257,7 +272,10 @@ def write_videos(
     The clips are the same as :func:`write_casme2` writes for the same arguments."""
     _check_dataset(subjects, clips_per_emotion, fps, size, seed, emotions)
     writer = _VideoSetWriter(Path(out_dir), fps, tuple(size), fourcc, ext)  # type: ignore[arg-type]
-    clips = iter_clips(
+    return _write_all(
+        writer,
+        lambda c: f"video sub{c.subject}_{c.name}",
+        progress,
         subjects=subjects,
         clips_per_emotion=clips_per_emotion,
         fps=fps,
@@ -265,8 +283,6 @@ def write_videos(
         seed=seed,
         emotions=emotions,
     )
-    total = _clip_count(subjects, clips_per_emotion, emotions)
-    return _write_all(writer, clips, total, progress, lambda c: f"video sub{c.subject}_{c.name}")
 
 
 def write_stream(
