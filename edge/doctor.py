@@ -27,7 +27,7 @@ class Finding:
     fix: str = ""
 
 
-def _version(module: str) -> str | None:
+def module_version(module: str) -> str | None:
     if importlib.util.find_spec(module) is None:
         return None
     try:
@@ -75,11 +75,11 @@ def check(root: Path = Path("/")) -> list[Finding]:
     if l4t or (model and "jetson" in model.lower()):
         out.append(Finding("JetPack / L4T", bool(l4t), l4t or "no /etc/nv_tegra_release"))
     out.append(Finding("python", True, platform.python_version()))
-    np_v = _version("numpy")
+    np_v = module_version("numpy")
     out.append(
         Finding("numpy", np_v is not None, np_v or "missing", "everything", "pip install numpy")
     )
-    ort = _version("onnxruntime")
+    ort = module_version("onnxruntime")
     detail = ort or "missing"
     if ort and not ort.startswith("broken"):
         import onnxruntime
@@ -94,7 +94,7 @@ def check(root: Path = Path("/")) -> list[Finding]:
             "pip install 'edge-mer[pi]'",
         )
     )
-    trt = _version("tensorrt")
+    trt = module_version("tensorrt")
     out.append(
         Finding(
             "TensorRT",
@@ -104,7 +104,7 @@ def check(root: Path = Path("/")) -> list[Finding]:
             "on a Jetson: JetPack's python3-libnvinfer, in a venv made with --system-site-packages",
         )
     )
-    cuda = _version("cuda") or _version("pycuda")
+    cuda = module_version("cuda") or module_version("pycuda")
     out.append(
         Finding(
             "CUDA (cuda-python or pycuda)",
@@ -156,7 +156,7 @@ def check(root: Path = Path("/")) -> list[Finding]:
             "plug a camera in; check the video group",
         )
     )
-    pic = _version("picamera2")
+    pic = module_version("picamera2")
     if pic or (model and "raspberry" in model.lower()):
         out.append(
             Finding(
@@ -167,7 +167,7 @@ def check(root: Path = Path("/")) -> list[Finding]:
                 "sudo apt install python3-picamera2; venv with --system-site-packages",
             )
         )
-    torch = _version("torch")
+    torch = module_version("torch")
     out.append(
         Finding(
             "torch (host only)",
