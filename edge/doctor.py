@@ -28,6 +28,8 @@ class Finding:
 
 
 def module_version(module: str) -> str | None:
+    """A module's version; "broken (...)" if it is installed but fails to import; None if
+    it is not installed."""
     if importlib.util.find_spec(module) is None:
         return None
     try:
