@@ -36,15 +36,18 @@ from typing import Any
 
 import numpy as np
 
+from edge_mer import bench_measure
+from edge_mer.bench_measure import (
+    ReplaySynthetic,
+    pipeline_vs_model,
+    streaming_vs_window,
+)
 from edge_mer.bundle import Bundle
 from edge_mer.convert.checkpoint import save_checkpoint
 from edge_mer.convert.demo import DEMO_MODEL
 from edge_mer.convert.models import build
 from edge_mer.convert.pipeline import ConvertOptions, convert
-from edge_mer.runners import select_runner
-from edge_mer.sources import Frame, SourceBase, SourceEnded, SourceSpec, register_scheme
-from edge_mer.state_cache import StateCache
-from edge_mer.streaming import ort_session, stream_logits
+from edge_mer.sources import SourceSpec, register_scheme
 
 Say = Callable[[str], None]
 
@@ -114,191 +117,28 @@ def make_bundle(config: dict[str, Any], out: Path, seed: int = 0) -> Bundle:
 # ---------------------------------------------------------------- 1. streaming vs window
 
 
-class Streaming:
-    """One encoder row + one batched step call over the cache's banks per frame."""
-
-    def __init__(self, bundle: Bundle, stride: int, threads: int) -> None:
-        self.window = int(bundle.input["window"])
-        sel = select_runner(
-            bundle, "onnxruntime", max_batch=1, step_max_batch=self.window, threads=threads
-        )
-        self.encoder, self.step = sel.encoder, sel.step
-        self.encoder.activate()
-        self.step.activate()
-        self.cache = StateCache(bundle.states, 1, step=self.step, window=self.window, stride=stride)
-        self.banks = self.cache.banks
-        self.logits = np.zeros(0, np.float32)
-        self.ready = False
-
-    def __call__(self, frame: np.ndarray, now: float) -> None:
-        self.encoder.inputs["frames"][0] = frame
-        feats = self.encoder.infer(1)["features"]
-        logits, ready = self.cache.step_batch([0], feats, now=now)
-        self.ready = bool(ready[0])
-        if self.ready:
-            self.logits = logits[0].copy()
-
-    def close(self) -> None:
-        self.encoder.deactivate()
-        self.step.deactivate()
-
-
-class SlidingWindow:
-    """The last T frames kept in one ``[1, T, H, W, C]`` array, shifted by one per frame,
-    and a whole-window graph run on it every frame (what research demos do)."""
-
-    def __init__(self, bundle: Bundle, mode: str, threads: int) -> None:
-        spec = bundle.input
-        self.window = int(spec["window"])
-        self.win = np.zeros(
-            (1, self.window, spec["height"], spec["width"], spec["channels"]), np.uint8
-        )
-        self.mode = mode
-        self.logits = np.zeros(0, np.float32)
-        if mode == "clip":
-            self.clip = ort_session(bundle.graph_path("clip"), threads)
-        else:
-            self.enc = ort_session(bundle.graph_path("encoder"), threads)
-            self.step = ort_session(bundle.graph_path("step"), threads)
-            self.names = [s.name for s in bundle.states]
-            self.shapes = [tuple(s.shape) for s in bundle.states]
-
-    def __call__(self, frame: np.ndarray, now: float) -> None:
-        w = self.win[0]
-        w[:-1] = w[1:]
-        w[-1] = frame
-        if self.mode == "clip":
-            self.logits = self.clip.run(["logits"], {"clip": self.win})[0][0]
-        else:
-            self.logits = stream_logits(self.enc, self.step, self.win, self.names, self.shapes)[0]
-
-    def close(self) -> None:
-        pass
-
-
-def variants(window: int) -> dict[str, dict[str, Any]]:
-    """Variant name -> what it computes per frame (rows and ORT calls)."""
-    out: dict[str, dict[str, Any]] = {}
-    for stride in dict.fromkeys((1, 4, window)):
-        if window % stride:
-            continue
-        banks = window // stride
-        out[f"stream_s{stride}"] = {
-            "title": f"streaming, stride {stride} ({banks} bank{'s' * (banks > 1)})",
-            "encoder_rows": 1,
-            "step_rows": banks,
-            "ort_calls": 2,
-            "result_every": stride,
-        }
-    out["window_clip"] = {
-        "title": "sliding window: clip.onnx on the last T frames",
-        "encoder_rows": window,
-        "step_rows": window,
-        "ort_calls": 1,
-        "result_every": 1,
-    }
-    out["window_stream"] = {
-        "title": "sliding window: encoder on T frames + T step calls",
-        "encoder_rows": window,
-        "step_rows": window,
-        "ort_calls": 1 + window,
-        "result_every": 1,
-    }
-    return out
-
-
 def bench_streaming(
     bundle: Bundle, rounds: int, warmup: int, threads: int, say: Say
 ) -> dict[str, Any]:
-    """Milliseconds per frame for every variant, interleaved frame by frame.
-
-    Each round feeds the same new frame to every variant (rotated order); ``warmup`` rounds
-    are untimed. At the end the stride-1 logits are compared with clip.onnx's (both have
-    seen the same last T frames), as a check that the two compute the same thing.
-    """
-    t = int(bundle.input["window"])
-    spec = variants(t)
-    runs: dict[str, Any] = {}
-    for name in spec:
-        if name.startswith("stream_s"):
-            runs[name] = Streaming(bundle, int(name[len("stream_s") :]), threads)
-        else:
-            runs[name] = SlidingWindow(bundle, name.removeprefix("window_"), threads)
-    shape = (bundle.input["height"], bundle.input["width"], bundle.input["channels"])
-    pool = np.random.default_rng(0).integers(0, 256, (64, *shape), dtype=np.uint8)
-    names = list(runs)
-    times: dict[str, list[float]] = {k: [] for k in names}
+    """Milliseconds per frame for every variant, interleaved frame by frame
+    (:func:`edge_mer.bench_measure.streaming_vs_window`)."""
     total = warmup + rounds
-    for r in range(total):
-        frame, now = pool[r % len(pool)], r / FPS
-        k0 = r % len(names)
-        for k in names[k0:] + names[:k0]:
-            t0 = time.perf_counter()
-            runs[k](frame, now)
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[k].append(dt)
-        if (r + 1) % max(1, total // 4) == 0:
-            say(f"  round {r + 1}/{total}")
-    s1, clip = runs["stream_s1"], runs["window_clip"]
-    diff = float(np.abs(s1.logits - clip.logits).max()) if s1.ready else float("nan")
-    for run in runs.values():
-        run.close()
-    out: dict[str, Any] = {"window": t, "variants": {}, "stride1_vs_clip_max_abs": diff}
-    for k, ts in times.items():
-        ms = np.asarray(ts) * 1e3
-        out["variants"][k] = {
-            **spec[k],
-            "median_ms": float(np.median(ms)),
-            "p10_ms": float(np.percentile(ms, 10)),
-            "p90_ms": float(np.percentile(ms, 90)),
-        }
-    return out
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if done % max(1, total // 4) == 0:
+            say(f"  round {done}/{total}")
+
+    return streaming_vs_window(bundle, rounds, warmup, threads, tick=tick)
 
 
 # ---------------------------------------------------------------- source costs
 
 
-_FRAMES: dict[tuple[Any, ...], np.ndarray] = {}
-
-
 def pregenerated(fps: float, size: tuple[int, int], seed: int) -> np.ndarray:
-    """``LOOP_S`` seconds of the synthetic stream as one ``[N, H, W, 3]`` uint8 array
-    (generated once per process)."""
-    key = (fps, size, seed)
-    if key not in _FRAMES:
-        from edge_mer.calibration.synth import generate_stream
-
-        frames, _ = generate_stream(seconds=LOOP_S, fps=fps, size=size, seed=seed, lazy=False)
-        _FRAMES[key] = np.ascontiguousarray(frames)
-    return _FRAMES[key]
-
-
-class ReplaySynthetic(SourceBase):
-    """``synthetic://`` for this benchmark: the generator's frames, pre-generated once and
-    replayed in a loop (``ts = seq / fps``), so reading a frame costs no generation.
-    Options: ``seconds`` (stream length), ``fps``, ``size``, ``seed``."""
-
-    OPTIONS = ("seconds", "fps", "size", "seed")
-
-    def __init__(self, spec: SourceSpec) -> None:
-        super().__init__(spec)
-        spec.check_options(self.OPTIONS)
-        self._fps = spec.get_float("fps", FPS)
-        w, h = spec.get_size("size", (SIZE[1], SIZE[0]))  # type: ignore[misc]
-        self.frames = pregenerated(self._fps, (h, w), spec.get_int("seed", 0) or 0)  # type: ignore[arg-type]
-        self.frame_count = round(spec.get_float("seconds", 10.0) * self._fps)  # type: ignore[operator]
-        self._index = 0
-
-    def _open(self) -> None:
-        pass
-
-    def read(self, timeout: float) -> Frame | None:
-        i = self._index
-        if i >= self.frame_count:
-            raise SourceEnded(f"{self}: end of the replayed stream ({i} frames)")
-        self._index = i + 1
-        return Frame(self._next_seq(), i / self._fps, self.frames[i % len(self.frames)])  # type: ignore[operator]
+    return bench_measure.pregenerated(fps, size, seed, LOOP_S)
 
 
 def source_costs(work: Path, frames: int) -> dict[str, Any]:
@@ -335,7 +175,9 @@ def source_costs(work: Path, frames: int) -> dict[str, Any]:
         n += 1
     out["mjpg_decode"] = (time.perf_counter() - t0) / max(n, 1)
     cap.release()
-    src = ReplaySynthetic(SourceSpec("synthetic://", "synthetic", "", {"seconds": "20"}))
+    src = ReplaySynthetic(
+        SourceSpec("synthetic://", "synthetic", "", {"seconds": "20", "fps": f"{FPS:g}"})
+    )
     t0 = time.perf_counter()
     for _ in range(src.frame_count):
         src.read(1.0)
@@ -347,10 +189,15 @@ def source_costs(work: Path, frames: int) -> dict[str, Any]:
 
 
 def _pipeline(bundle: Path, seconds: float, threads: int) -> Any:
-    from edge_mer.config import config_from_args
     from edge_mer.live import LivePipeline
 
-    cfg = config_from_args(
+    return LivePipeline(_config(bundle, seconds, threads))
+
+
+def _config(bundle: Path, seconds: float, threads: int) -> Any:
+    from edge_mer.config import config_from_args
+
+    return config_from_args(
         bundle,
         f"synthetic://?seconds={seconds:g}&fps={FPS:g}&seed=7",
         stdout=False,
@@ -361,72 +208,42 @@ def _pipeline(bundle: Path, seconds: float, threads: int) -> Any:
             "model": {"threads": threads},
         },
     )
-    return LivePipeline(cfg)
 
 
 def bench_pipeline(
     bundle: Path, chunk: int, chunks: int, warmup: int, threads: int, say: Say
 ) -> dict[str, Any]:
-    """Pipeline fps vs model-only fps in alternating chunks of ``chunk`` frames.
-
-    Model-only is encoder ``infer(1)`` + ``StateCache.step_batch`` (stride 1, as the
-    pipeline) on its own ORT runners from ``select_runner``, fed a preprocessed frame.
-    """
-    from edge_mer.live import StageClock, run_until
-
+    """Pipeline fps vs model-only fps in alternating chunks of ``chunk`` frames
+    (:func:`edge_mer.bench_measure.pipeline_vs_model`)."""
     seconds = (warmup + chunk * chunks) / FPS + 2
-    pipe_fps, model_fps = [], []
-    with _pipeline(bundle, seconds, threads) as pipe:
-        run_until(pipe, frames=warmup)
-        b = pipe.bundle
-        window = int(b.input["window"])
-        sel = select_runner(b, "onnxruntime", max_batch=1, step_max_batch=window, threads=threads)
-        with sel.encoder as enc, sel.step as step:
-            cache = StateCache(b.states, 1, step=step, window=window)
-            shape = tuple(enc.inputs["frames"].shape[1:])
-            pool = np.random.default_rng(1).integers(0, 256, (64, *shape), dtype=np.uint8)
-            frames_in = enc.inputs["frames"]
-            i = 0
-
-            def model_only(n: int) -> None:
-                nonlocal i
-                for _ in range(n):
-                    frames_in[0] = pool[i % 64]
-                    feats = enc.infer(1)["features"]
-                    cache.step_batch([0], feats, now=i / FPS)
-                    i += 1
-
-            model_only(warmup)
-            pipe.clock = StageClock()
-            for c in range(chunks):
-                m0, t0 = pipe.model_frames, time.perf_counter()
-                run_until(pipe, frames=pipe.frames + chunk)
-                pipe_fps.append((pipe.model_frames - m0) / (time.perf_counter() - t0))
-                t0 = time.perf_counter()
-                model_only(chunk)
-                model_fps.append(chunk / (time.perf_counter() - t0))
-                say(
-                    f"  chunk {c + 1}/{chunks}: pipeline {pipe_fps[-1]:.0f} fps, "
-                    f"model-only {model_fps[-1]:.0f} fps"
-                )
-        clock = pipe.clock.summary()
-        stats = pipe.capture.stats()
-        drops = int(getattr(stats, "drops", 0))
-    p, m = float(np.median(pipe_fps)), float(np.median(model_fps))
+    res = pipeline_vs_model(
+        _config(bundle, seconds, threads), frames=chunk * chunks, warmup=warmup,
+        chunks=chunks,
+    )  # fmt: skip
+    for c, (p, m) in enumerate(
+        zip(res["pipeline_fps_chunks"], res["model_only_fps_chunks"], strict=True)
+    ):
+        say(f"  chunk {c + 1}/{chunks}: pipeline {p:.0f} fps, model-only {m:.0f} fps")
+    p, m = res["pipeline_fps"], res["model_only_fps"]
+    stages = {
+        k: {kk: vv for kk, vv in v.items() if kk != "samples_ms"}
+        for k, v in res["stages"].items()
+        if k not in ("capture_to_probs", "end_to_end")
+    }
     return {
         "chunk_frames": chunk,
         "chunks": chunks,
         "warmup_frames": warmup,
         "pipeline_fps": p,
         "model_only_fps": m,
-        "pipeline_fps_chunks": pipe_fps,
-        "model_only_fps_chunks": model_fps,
+        "pipeline_fps_chunks": res["pipeline_fps_chunks"],
+        "model_only_fps_chunks": res["model_only_fps_chunks"],
         "efficiency": p / m,
         "overhead_share": 1.0 - p / m,
         "pipeline_ms_per_frame": 1e3 / p,
         "model_only_ms_per_frame": 1e3 / m,
-        "stages": clock,
-        "capture_drops": drops,
+        "stages": stages,
+        "capture_drops": res["dropped"],
     }
 
 
@@ -475,7 +292,7 @@ def bench_memory(
         "events": events,
         "records_kept": records,
         "cache_stats": cache_stats,
-        "replay_frames_mib": sum(a.nbytes for a in _FRAMES.values()) / 2**20,
+        "replay_frames_mib": sum(a.nbytes for a in bench_measure._FRAMES.values()) / 2**20,
     }
 
 

@@ -52,19 +52,30 @@ class StageClock:
         self._values[stage][n % self.keep] = seconds
         self._count[stage] = n + 1
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
+    def summary(self, *, samples: bool = False) -> dict[str, dict[str, Any]]:
+        """Per stage seen: count, mean, p50, p90, p95, p99, max (ms) over the kept samples.
+
+        ``samples=True`` adds ``samples_ms``: the kept samples in recording order (a list).
+        """
+        out: dict[str, dict[str, Any]] = {}
         for stage, values in self._values.items():
             n = self._count[stage]
             if n:
-                ms = values[: min(n, self.keep)] * 1e3
+                kept = min(n, self.keep)
+                # Oldest first: once the ring has wrapped, the oldest sample is at n % keep.
+                ms = (np.roll(values, -(n % self.keep)) if n > self.keep else values[:kept]) * 1e3
+                p50, p90, p95, p99 = np.percentile(ms, (50, 90, 95, 99))
                 out[stage] = {
                     "count": n,
                     "mean_ms": float(ms.mean()),
-                    "p50_ms": float(np.percentile(ms, 50)),
-                    "p95_ms": float(np.percentile(ms, 95)),
+                    "p50_ms": float(p50),
+                    "p90_ms": float(p90),
+                    "p95_ms": float(p95),
+                    "p99_ms": float(p99),
                     "max_ms": float(ms.max()),
                 }
+                if samples:
+                    out[stage]["samples_ms"] = ms.tolist()
         return out
 
 
@@ -109,7 +120,10 @@ class LivePipeline:
         *,
         metrics: RuntimeMetrics | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        encoder_graph: str | None = None,
     ) -> None:
+        """``encoder_graph`` names the manifest graph the encoder runs (``encoder``,
+        ``encoder_int8``, ...); None lets :func:`select_runner` pick it for this machine."""
         self.config = config
         self.bundle = Bundle.open(config.model.bundle, verify_hashes=config.model.verify_hashes)
         spec = self.bundle.input
@@ -125,6 +139,7 @@ class LivePipeline:
             step_max_batch=self.max_faces * self.window,
             engines_dir=config.model.engines_dir,
             threads=config.model.threads,
+            encoder_graph=encoder_graph,
         )
         self.encoder, self.step = self.selection.encoder, self.selection.step
         self.face = FaceStage(

@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("install-service", "service_cmd", "install_service"),
     ("doctor", "doctor_cmd", "doctor"),
     ("run", "run_cmd", "run"),
+    ("bench", "bench_cmd", "bench"),
 ]
 
 

@@ -45,6 +45,7 @@ def select_runner(
     facts: Any = None,
     providers: Any = None,
     threads: int = 0,
+    encoder_graph: str | None = None,
 ) -> Selection:
     """Encoder and step runners for ``bundle`` on this machine.
 
@@ -52,6 +53,9 @@ def select_runner(
     in ``Selection.unavailable``. Naming a runner that cannot run here raises with the reason
     (for TensorRT engines from another device: ``rebuild with: edge-mer build-engine ...``).
     ``step_max_batch`` defaults to ``max_batch`` (size it as tracks x banks for a StateCache).
+    ``encoder_graph`` pins the encoder's manifest graph (``encoder``, ``encoder_int8``,
+    ``encoder_int8_u8s8``) instead of the one ``manifest["targets"]`` picks for this machine;
+    for TensorRT it pins the engine's precision (INT8 for ``encoder_int8``, else not INT8).
     """
     if runner not in RUNNERS:
         raise InputError(f"runner {runner!r} is not one of {list(RUNNERS)}")
@@ -63,7 +67,11 @@ def select_runner(
 
             if importlib.util.find_spec("tensorrt") is None and facts is None:
                 raise RunnerError("tensorrt is not importable (it comes with JetPack)")
+            if encoder_graph is not None:
+                _check_trt_graph(bundle, encoder_graph)
             enc = TrtRunner.from_bundle(bundle, "encoder", facts=facts, engines_dir=engines_dir)
+            if encoder_graph is not None:
+                _check_trt_precision(bundle, encoder_graph, enc.precision)
             step = TrtRunner.from_bundle(
                 bundle, "step", facts=facts, engines_dir=engines_dir, min_batch=step_max_batch
             )
@@ -84,6 +92,26 @@ def select_runner(
             + "; ".join(f"{k}: {v}" for k, v in unavailable.items())
         ) from None
     kw = {"providers": providers, "threads": threads}
-    enc = OrtEncoderRunner.from_bundle(bundle, max_batch, **kw)
+    enc = OrtEncoderRunner.from_bundle(bundle, max_batch, graph=encoder_graph, **kw)
     step = OrtStepRunner.from_bundle(bundle, step_max_batch, **kw)
     return Selection(enc, step, "onnxruntime", unavailable)
+
+
+def _check_trt_graph(bundle: Bundle, graph: str) -> None:
+    if graph not in bundle.manifest["graphs"]:
+        bundle.graph_path(graph)  # raises BundleError naming the graphs it has
+    if graph not in ("encoder", "encoder_int8"):
+        raise RunnerError(
+            f"graph {graph!r} is an ONNX Runtime artifact; TensorRT engines are built from "
+            "'encoder' (FP32/FP16) or 'encoder_int8' (INT8)"
+        )
+
+
+def _check_trt_precision(bundle: Bundle, graph: str, precision: str) -> None:
+    want_int8 = graph == "encoder_int8"
+    if (precision == "int8") != want_int8:
+        want = "int8" if want_int8 else "fp16"
+        raise RunnerError(
+            f"the TensorRT encoder engine here is {precision}, not what {graph!r} asks for; "
+            f"rebuild with: edge-mer build-engine {bundle.path} --precision {want}"
+        )
