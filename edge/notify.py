@@ -1,4 +1,4 @@
-"""sd_notify without libsystemd, a progress-gated watchdog heartbeat, and reconnect backoff.
+"""sd_notify without libsystemd and a progress-gated watchdog heartbeat.
 
 The notify protocol is one ``AF_UNIX``/``SOCK_DGRAM`` datagram of newline-separated
 ``KEY=VALUE`` lines sent to ``$NOTIFY_SOCKET`` (a leading ``@`` names a Linux abstract
@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -258,57 +256,3 @@ class Heartbeat:
     def healthy(self) -> bool:
         """False after the last beat withheld a ping (stall or no progress)."""
         return self.last_reason in ("ok", "no beat yet")
-
-
-class Backoff:
-    """Capped exponential backoff with jitter, for reopening a camera or a broker.
-
-    The ceiling for attempt ``n`` (0-based) is ``min(max_s, min_s * factor**n)``. Jitter:
-
-    - ``"full"``: uniform in ``[min_s, ceiling]`` (never below ``min_s``: no busy loop);
-    - ``"decorrelated"``: uniform in ``[min_s, 3 * previous]``, capped at ``max_s``;
-    - ``"none"``: the ceiling itself.
-
-    Pass a seeded ``random.Random`` for reproducible delays in tests.
-    """
-
-    def __init__(
-        self,
-        min_s: float = 0.5,
-        max_s: float = 30.0,
-        *,
-        factor: float = 2.0,
-        jitter: Literal["full", "decorrelated", "none"] = "full",
-        rng: random.Random | None = None,
-    ) -> None:
-        if not 0 < min_s <= max_s:
-            raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s!r} max_s={max_s!r}")
-        if factor < 1:
-            raise ValueError(f"factor must be >= 1, got {factor!r}")
-        if jitter not in ("full", "decorrelated", "none"):
-            raise ValueError(f"jitter must be 'full', 'decorrelated' or 'none', got {jitter!r}")
-        self.min_s = min_s
-        self.max_s = max_s
-        self.factor = factor
-        self.jitter = jitter
-        self._rng = rng or random.Random()
-        self.attempts = 0
-        self._previous = min_s
-
-    def next_delay(self) -> float:
-        """Seconds to wait before the next attempt; counts the attempt."""
-        n = self.attempts
-        self.attempts += 1
-        if self.jitter == "decorrelated":
-            delay = min(self.max_s, self._rng.uniform(self.min_s, self._previous * 3))
-            self._previous = delay
-            return delay
-        ceiling = min(self.max_s, self.min_s * self.factor ** min(n, 64))
-        if self.jitter == "none":
-            return ceiling
-        return self._rng.uniform(self.min_s, ceiling)
-
-    def reset(self) -> None:
-        """Call after a success: the next failure starts again from ``min_s``."""
-        self.attempts = 0
-        self._previous = self.min_s

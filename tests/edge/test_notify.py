@@ -1,9 +1,8 @@
-"""sd_notify over a real datagram socket, the progress-gated heartbeat, and backoff."""
+"""sd_notify over a real datagram socket and the progress-gated heartbeat."""
 
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from edge_mer.notify import (
-    Backoff,
     Heartbeat,
     Notifier,
     WatchdogPolicy,
@@ -173,27 +171,6 @@ def test_child_environment_strips_notify_variables() -> None:
         check=True,
     ).stdout
     assert out.strip() == "[]"
-
-
-def test_backoff_caps_doubles_and_jitters_deterministically() -> None:
-    plain = Backoff(0.5, 30.0, jitter="none")
-    assert [plain.next_delay() for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
-    plain.reset()
-    assert plain.next_delay() == 0.5
-
-    a = Backoff(0.5, 30.0, jitter="full", rng=random.Random(7))
-    b = Backoff(0.5, 30.0, jitter="full", rng=random.Random(7))
-    da = [a.next_delay() for _ in range(20)]
-    assert da == [b.next_delay() for _ in range(20)]
-    assert all(0.5 <= d <= 30.0 for d in da)
-    assert da[:3] != [0.5, 1.0, 2.0]  # jittered
-    assert max(da[6:]) > 8  # the ceiling grows
-
-    dec = Backoff(0.5, 30.0, jitter="decorrelated", rng=random.Random(1))
-    dd = [dec.next_delay() for _ in range(50)]
-    assert all(0.5 <= d <= 30.0 for d in dd) and max(dd) > 10
-    with pytest.raises(ValueError, match="min_s"):
-        Backoff(5, 1)
 
 
 def test_import_stays_light() -> None:
