@@ -56,8 +56,9 @@ def opencv_facts() -> dict[str, Any]:
         import cv2
     except Exception as exc:
         return {"version": f"broken ({type(exc).__name__})"}
-    info = cv2.getBuildInformation()
-    gst = any("GStreamer" in ln and "YES" in ln for ln in info.splitlines())
+    from edge_mer.camera import gstreamer_support
+
+    gst = gstreamer_support(cv2)
     return {
         "version": cv2.__version__,
         "gstreamer": gst,
