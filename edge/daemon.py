@@ -118,15 +118,22 @@ class Daemon:
         next_status = 0.0
         started = time.monotonic()
 
+        next_beat = 0.0
+
         def tick() -> None:
-            nonlocal next_status
+            nonlocal next_status, next_beat
+            now = time.monotonic()
+            # Called after every frame; the watchdog needs news far less often (a ping goes
+            # out at most every half interval), so the snapshot is taken at 10 Hz.
+            if now < next_beat:
+                return
+            next_beat = now + 0.1
             st = pipeline.capture.stats()
             streaming = st.state == "streaming"
             # Progress: frames through the loop, or the capture thread's retry loop turning
             # (its read timeouts and failed opens) while the camera is away.
             progress = pipeline.frames + st.timeouts + st.open_failures + st.reconnects
             heartbeat.beat(progress, last_inference=pipeline.last_inference if streaming else None)
-            now = time.monotonic()
             if now >= next_status:
                 next_status = now + service.status_interval_s
                 elapsed = max(1e-6, now - started)
