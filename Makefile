@@ -1,6 +1,6 @@
 # edge-mer developer entry points. Everything installs into .venv on first use.
 #   make demo   - the embedded default: synth -> train -> convert --int8 -> report
-#   make test   - lint and the test suite (what CI runs)
+#   make test   - lint, the test suite and the installed-wheel smoke (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= convert,cpu,mqtt,plots,dev
 
-.PHONY: install system-deps demo test lint clean
+.PHONY: install system-deps demo test lint smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: install
 test: lint system-deps
 	$(BIN)/python -c "import sys, edge_mer, edge_mer.cli; assert 'torch' not in sys.modules, 'the core imports torch'"
 	$(BIN)/python -m pytest -q
+	$(MAKE) smoke
+
+# The installed package, as users get it: sdist -> wheel -> fresh venvs per extra.
+smoke:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash scripts/installed-smoke.sh
 
 clean:
-	rm -rf $(VENV) edge-mer-demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) edge-mer-demo .pytest_cache .ruff_cache .smoke build dist

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_mer.bundle import Bundle
-from edge_mer.errors import EdgeMerError, InputError
+from edge_mer.errors import EdgeMerError, InputError, MissingDependencyError
 from edge_mer.runners.base import Runner, RunnerError, state_pairs
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,13 @@ def select_runner(
         import_onnxruntime()
     except EdgeMerError as exc:
         unavailable["onnxruntime"] = str(exc)
-        raise RunnerError(
-            "no runner can run this bundle here: "
-            + "; ".join(f"{k}: {v}" for k, v in unavailable.items())
-        ) from None
+        message = "no runner can run this bundle here: " + "; ".join(
+            f"{k}: {v}" for k, v in unavailable.items()
+        )
+        # A runtime that is simply not installed is the user's to fix (exit 2), not a failure.
+        if isinstance(exc, MissingDependencyError):
+            raise InputError(message) from None
+        raise RunnerError(message) from None
     kw = {"providers": providers, "threads": threads}
     enc = OrtEncoderRunner.from_bundle(bundle, max_batch, graph=encoder_graph, **kw)
     step = OrtStepRunner.from_bundle(bundle, step_max_batch, **kw)

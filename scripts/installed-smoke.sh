@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# What users install is what we test: build the sdist and the wheel as pip does, install the
+# wheel (non-editable) into fresh virtual environments, one per extra, and run the commands a
+# user runs there. The [convert] environment makes the bundle that the [pi] environment runs.
+#
+# usage: scripts/installed-smoke.sh [WORKDIR]   (default: .smoke/ here, emptied first and
+#        removed after; not under /tmp, which install-service rightly refuses for a service)
+# env:   PYTHON (python3), TORCH_SPEC (torch==2.13.0), KEEP=1 keeps WORKDIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+WORK=$(realpath -m "${1:-.smoke}")
+rm -rf "$WORK"
+mkdir -p "$WORK"
+[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+t0=$SECONDS
+step() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - t0)); }
+# Quiet pip, but keep its errors.
+pipq() { "$@" -q --disable-pip-version-check 2>&1 | grep -v "^WARNING: Location" || true; }
+
+step "build sdist, then the wheel from the sdist (what pip does with a source release)"
+"$PYTHON" -m venv "$WORK/build-env"
+pipq "$WORK/build-env/bin/pip" install build
+"$WORK/build-env/bin/python" -m build --outdir "$WORK/dist" . >"$WORK/build.log" 2>&1 \
+    || { cat "$WORK/build.log"; exit 1; }
+WHEEL=$(ls "$WORK"/dist/edge_mer-*.whl)
+ls -l "$WORK/dist"
+
+step "[convert] with the CPU torch: synth, train, convert --int8"
+"$PYTHON" -m venv "$WORK/convert"
+pipq "$WORK/convert/bin/pip" install "$TORCH_SPEC"
+pipq "$WORK/convert/bin/pip" install "$WHEEL[convert]"
+C="$WORK/convert/bin/edge-mer"
+(
+    cd "$WORK"
+    "$C" synth --out clips --subjects 2 --clips-per-emotion 1 --size 48
+    "$C" train clips/casme2 --out model.safetensors --cnn-epochs 1 --rnn-epochs 2
+    "$C" convert model.safetensors --out bundle --int8 --calib clips/casme2
+)
+
+step "[pi]: the device install, no torch"
+"$PYTHON" -m venv "$WORK/pi"
+pipq "$WORK/pi/bin/pip" install "$WHEEL[pi]"
+P="$WORK/pi/bin/edge-mer"
+if "$WORK/pi/bin/python" -c "import torch" 2>/dev/null; then
+    echo "FAIL: torch is importable in the [pi] environment" >&2
+    exit 1
+fi
+(
+    cd "$WORK"
+    "$P" doctor
+    "$P" inspect bundle
+    "$P" run --bundle bundle --source 'synthetic://?seconds=3' --events events.jsonl
+    test -f events.jsonl || { echo "FAIL: run wrote no events file" >&2; exit 1; }
+    "$P" bench bundle --frames 200 --json bench.json
+    test -s bench.json
+    # The example config shipped in the wheel, then one that names this bundle (files checked).
+    "$P" validate-config --no-files "$("$WORK/pi/bin/python" -c \
+        'import importlib.resources as r; print(r.files("edge_mer.systemd") / "edge-mer.toml")')"
+    printf '[model]\nbundle = "%s"\n[source]\nuri = "synthetic://?seconds=1"\n' \
+        "$WORK/bundle" >daemon.toml
+    "$P" validate-config daemon.toml --keys >/dev/null
+    "$P" install-service --dry-run --bundle "$WORK/bundle" --source v4l2:///dev/video0 \
+        --prefix "$WORK/etc"
+)
+
+step "base install, no extras: a command that needs an extra names it (exit 2, one line)"
+"$PYTHON" -m venv "$WORK/base"
+pipq "$WORK/base/bin/pip" install "$WHEEL"
+set +e
+out=$(cd "$WORK" && "$WORK/base/bin/edge-mer" run --bundle bundle \
+    --source 'synthetic://?seconds=1' 2>&1)
+rc=$?
+set -e
+echo "$out"
+if [ $rc -ne 2 ] || [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ] \
+    || ! grep -q "edge-mer\[" <<<"$out"; then
+    echo "FAIL: expected one line naming the extra and exit 2, got exit $rc" >&2
+    exit 1
+fi
+
+step "installed-package smoke passed"
