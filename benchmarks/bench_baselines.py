@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_mer.bench_measure import Streaming
+from edge_mer.bench.measure import Streaming
 from edge_mer.bundle import Bundle
 from edge_mer.calibration.readers import load_clips
 from edge_mer.calibration.synth_io import synthesize
@@ -45,7 +45,7 @@ from edge_mer.convert.checkpoint import save_checkpoint
 from edge_mer.convert.demo import DEMO_MODEL
 from edge_mer.convert.models import build
 from edge_mer.convert.pipeline import ConvertOptions, convert
-from edge_mer.preprocess import FramePreprocessor
+from edge_mer.pipeline.preprocess import FramePreprocessor
 from edge_mer.streaming import ort_session
 
 # The shared benchmark helpers (machine facts, ORT defaults, reporting) live next to this file.

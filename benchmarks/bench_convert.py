@@ -47,7 +47,7 @@ from edge_mer.convert.export import export_graphs
 from edge_mer.convert.models import build
 from edge_mer.convert.pipeline import ConvertOptions, convert
 from edge_mer.convert.quantize import Quantizer, zero_points
-from edge_mer.preprocess import FramePreprocessor
+from edge_mer.pipeline.preprocess import FramePreprocessor
 from edge_mer.streaming import ort_session
 
 Say = Callable[[str], None]

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_mer import bench_measure
-from edge_mer.bench_measure import (
+from edge_mer.bench import measure as bench_measure
+from edge_mer.bench.measure import (
     ReplaySynthetic,
     pipeline_vs_model,
     streaming_vs_window,
@@ -47,7 +47,7 @@ from edge_mer.convert.checkpoint import save_checkpoint
 from edge_mer.convert.demo import DEMO_MODEL
 from edge_mer.convert.models import build
 from edge_mer.convert.pipeline import ConvertOptions, convert
-from edge_mer.sources import SourceSpec, register_scheme
+from edge_mer.pipeline.sources import SourceSpec, register_scheme
 
 Say = Callable[[str], None]
 
@@ -121,7 +121,7 @@ def bench_streaming(
     bundle: Bundle, rounds: int, warmup: int, threads: int, say: Say
 ) -> dict[str, Any]:
     """Milliseconds per frame for every variant, interleaved frame by frame
-    (:func:`edge_mer.bench_measure.streaming_vs_window`)."""
+    (:func:`edge_mer.bench.measure.streaming_vs_window`)."""
     total = warmup + rounds
     done = 0
 
@@ -189,7 +189,7 @@ def source_costs(work: Path, frames: int) -> dict[str, Any]:
 
 
 def _pipeline(bundle: Path, seconds: float, threads: int) -> Any:
-    from edge_mer.live import LivePipeline
+    from edge_mer.pipeline.live import LivePipeline
 
     return LivePipeline(_config(bundle, seconds, threads))
 
@@ -214,7 +214,7 @@ def bench_pipeline(
     bundle: Path, chunk: int, chunks: int, warmup: int, threads: int, say: Say
 ) -> dict[str, Any]:
     """Pipeline fps vs model-only fps in alternating chunks of ``chunk`` frames
-    (:func:`edge_mer.bench_measure.pipeline_vs_model`)."""
+    (:func:`edge_mer.bench.measure.pipeline_vs_model`)."""
     seconds = (warmup + chunk * chunks) / FPS + 2
     res = pipeline_vs_model(
         _config(bundle, seconds, threads), frames=chunk * chunks, warmup=warmup,
@@ -254,7 +254,7 @@ def bench_memory(
     bundle: Path, frames: int, every: int, warmup: int, threads: int, say: Say
 ) -> dict[str, Any]:
     """VmRSS every ``every`` frames over a pipeline run of ``frames`` frames."""
-    from edge_mer.live import run_until
+    from edge_mer.pipeline.live import run_until
 
     before = rss_kib()
     samples: list[tuple[int, int]] = []

@@ -19,7 +19,7 @@ from edge_mer.calibration.labels import MEGC3_WITH_BACKGROUND
 from edge_mer.calibration.readers import discover_clips
 from edge_mer.errors import DataError
 from edge_mer.metrics import confusion, scores
-from edge_mer.preprocess import FramePreprocessor
+from edge_mer.pipeline.preprocess import FramePreprocessor
 from edge_mer.streaming import ort_session, stream_logits
 
 

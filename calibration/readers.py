@@ -1,7 +1,8 @@
 """Clip discovery, clip loading and the INT8 calibration reader.
 
-Every clip goes through the runtime's :class:`~edge_mer.preprocess.FramePreprocessor` and is
-resampled by seconds to the model's fps, so calibration sees what the device will see.
+Every clip goes through the runtime's
+:class:`~edge_mer.pipeline.preprocess.FramePreprocessor` and is resampled by seconds to the
+model's fps, so calibration sees what the device will see.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from edge_mer.calibration.casme2 import CodedClip, is_casme2_root, load_casme2
 from edge_mer.errors import DataError, InputError
-from edge_mer.preprocess import FramePreprocessor, import_cv2
+from edge_mer.pipeline.preprocess import FramePreprocessor, import_cv2
 
 try:
     from onnxruntime.quantization import CalibrationDataReader as _ReaderBase

@@ -5,7 +5,7 @@
 :class:`~edge_mer.calibration.synth.SynthEvent` ground truth (times in the same seconds).
 Finite (``live`` is False); ``realtime=true`` paces reads at ``fps`` like a camera.
 
-Importing this module registers the scheme; :func:`edge_mer.sources.make_source` imports
+Importing this module registers the scheme; :func:`edge_mer.pipeline.sources.make_source` imports
 it lazily the first time a ``synthetic://`` URI is used (the core never imports calibration).
 """
 
@@ -17,7 +17,14 @@ import numpy as np
 
 from edge_mer.calibration.synth import SynthEvent, generate_stream
 from edge_mer.errors import InputError
-from edge_mer.sources import Frame, Pacer, SourceBase, SourceEnded, SourceSpec, register_scheme
+from edge_mer.pipeline.files import Pacer
+from edge_mer.pipeline.sources import (
+    Frame,
+    SourceBase,
+    SourceEnded,
+    SourceSpec,
+    register_scheme,
+)
 
 __all__ = ["SyntheticSource"]
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_mer.calibration.faces import FaceState, Subject, make_subject, render_face
+from edge_mer.calibration.face_render import render_face
+from edge_mer.calibration.faces import FaceState, Subject, make_subject
 from edge_mer.errors import InputError
 
 __all__ = [

@@ -122,7 +122,7 @@ def run_demo(
 def run_live(bundle: Path, source: str, events: Path) -> tuple[Any, str]:
     """Run ``edge-mer run``'s pipeline over ``source`` to its end: (pipeline, why it stopped)."""
     from edge_mer.config import config_from_args
-    from edge_mer.live import LivePipeline, run_until
+    from edge_mer.pipeline.live import LivePipeline, run_until
 
     cfg = config_from_args(
         bundle,

@@ -93,7 +93,7 @@ def _split(n: int, holdout: float) -> tuple[list[int], list[int]]:
 def load_calibration(opts: ConvertOptions, loaded: LoadedModel, say: Say) -> dict[str, Any]:
     """Clips -> calibration frames and held-out windows, preprocessed as on the device."""
     from edge_mer.calibration.readers import load_clips
-    from edge_mer.preprocess import FramePreprocessor
+    from edge_mer.pipeline.preprocess import FramePreprocessor
 
     spec = loaded.spec
     pre = FramePreprocessor(spec["height"], spec["width"], spec["channels"])

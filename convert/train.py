@@ -59,7 +59,7 @@ def _load(
     root: Path, cfg: dict[str, Any], opts: TrainOptions, say: Callable[[str], None]
 ) -> list[_Clip]:
     from edge_mer.calibration.readers import discover_clips
-    from edge_mer.preprocess import FramePreprocessor
+    from edge_mer.pipeline.preprocess import FramePreprocessor
 
     inp = cfg["input"]
     labels = cfg["labels"]

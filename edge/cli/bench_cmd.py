@@ -52,8 +52,8 @@ def bench(
     precision. Runners that cannot run here become rows that say why."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edge_mer.bench import BenchOptions, run_bench
-    from edge_mer.bench_report import ensure_writable, write_json, write_markdown
+    from edge_mer.bench.report import ensure_writable, write_json, write_markdown
+    from edge_mer.bench.run import BenchOptions, run_bench
 
     opts = BenchOptions(
         source=source,
@@ -68,7 +68,7 @@ def bench(
     opts.check()
     ensure_writable([json_out, markdown, plot])
     if plot is not None:
-        from edge_mer.bench_plots import require_matplotlib
+        from edge_mer.bench.plots import require_matplotlib
 
         require_matplotlib()
 
@@ -95,7 +95,7 @@ def bench(
         write_markdown(report, markdown)
         err_console.print(f"wrote {markdown}")
     if plot is not None:
-        from edge_mer.bench_plots import plot_report
+        from edge_mer.bench.plots import plot_report
 
         plot_report(report, plot)
         err_console.print(f"wrote {plot}")
@@ -111,7 +111,7 @@ def print_report(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from edge_mer.bench_report import (
+    from edge_mer.bench.report import (
         accuracy_rows,
         machine_rows,
         runs_with_stats,

@@ -20,7 +20,7 @@ def doctor(
 
     from rich.markup import escape
 
-    from edge_mer.doctor import check
+    from edge_mer.service.doctor import check
 
     findings = check()
     if as_json:

@@ -64,7 +64,7 @@ def build_engine(
     """Build TensorRT engines for BUNDLE on this device (Jetson, TensorRT 8.5 to 11.x)."""
     if debug:
         common.DEBUG = True
-    from edge_mer import trt_build
+    from edge_mer.runners.tensorrt import build as trt_build
 
     opened, plan, trt = trt_build.plan_engines(
         bundle,

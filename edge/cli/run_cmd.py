@@ -49,8 +49,8 @@ def run(
     (NOTIFY_SOCKET set) it reports READY, WATCHDOG, STATUS and STOPPING.
     """
     from edge_mer.config import config_from_args, load_config
-    from edge_mer.daemon import Daemon
     from edge_mer.errors import InputError
+    from edge_mer.service.daemon import Daemon
 
     if config is not None and (bundle is not None or source is not None):
         raise InputError("give either --config FILE or --bundle and --source, not both")
@@ -82,7 +82,7 @@ def run(
 
 def report(p, why: str) -> None:
     """A summary on stderr (stdout may be carrying the events)."""
-    from edge_mer.spotting_eval import (
+    from edge_mer.pipeline.spotting_eval import (
         intervals_from_records,
         intervals_from_truth,
         latency_stats,

@@ -71,7 +71,7 @@ def install_service(
         common.DEBUG = True
     from edge_mer.config import config_from_args, load_config
     from edge_mer.errors import InputError
-    from edge_mer.service import apply_install, plan_install
+    from edge_mer.service.install import apply_install, plan_install
 
     if config is not None:
         if bundle is not None or source is not None:

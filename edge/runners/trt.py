@@ -1,10 +1,11 @@
 """TensorRT runner: thin hardware calls around plain, tested planning code.
 
-Version shim (:class:`~edge_mer.engine.TrtVersion`): TensorRT >= 8.5 uses named tensors
-(``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``); older 8.x the binding
-API (``set_binding_shape`` / ``execute_async_v2(bindings, stream)``).
+Version shim (:class:`~edge_mer.runners.tensorrt.device.TrtVersion`): TensorRT >= 8.5 uses
+named tensors (``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``); older
+8.x the binding API (``set_binding_shape`` / ``execute_async_v2(bindings, stream)``).
 
-Buffers (:func:`plan_buffers`, one per I/O tensor, sized for ``max_batch``):
+Buffers (:func:`~edge_mer.runners.trt_memory.plan_buffers`, one per I/O tensor, sized for
+``max_batch``):
 - integrated GPU (Jetson, CPU and GPU share DRAM): pinned host memory mapped into the GPU's
   address space (``cudaHostAlloc(..., cudaHostAllocMapped)`` + ``cudaHostGetDevicePointer``);
   the numpy view the caller writes the crop into IS what TensorRT reads: no copy.
@@ -23,271 +24,32 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_mer.bundle import Bundle
-from edge_mer.engine import (
+from edge_mer.errors import EngineError
+from edge_mer.runners.base import Runner, RunnerError, state_pairs
+from edge_mer.runners.tensorrt.device import (
     DeviceFacts,
-    EngineName,
     TrtVersion,
     gather_device_facts,
     import_tensorrt,
 )
-from edge_mer.errors import EngineError, MissingDependencyError
-from edge_mer.runners.base import Runner, RunnerError, state_pairs
+from edge_mer.runners.tensorrt.plan import EngineName
+from edge_mer.runners.trt_memory import (
+    BufferPlan,
+    engine_io,
+    import_cuda_backend,
+    plan_buffers,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "BufferPlan",
-    "TensorIO",
-    "TrtRunner",
-    "engine_io",
-    "import_cuda_backend",
-    "plan_buffers",
-]
-
-
-@dataclass(frozen=True)
-class TensorIO:
-    """One engine I/O tensor: ``shape`` as the engine reports it (-1 = dynamic batch)."""
-
-    name: str
-    is_input: bool
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    index: int  # binding index (8.x) or I/O tensor index (named API)
-
-
-@dataclass(frozen=True)
-class BufferPlan:
-    """One preallocated buffer: ``shape`` has ``max_batch`` rows."""
-
-    name: str
-    is_input: bool
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    index: int
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
-
-    @property
-    def row_bytes(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-
-
-def engine_io(engine: Any, version: TrtVersion, trt: Any) -> list[TensorIO]:
-    """The engine's I/O tensors through the API this TensorRT version has."""
-    out = []
-    if version.named_tensors:
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            out.append(TensorIO(name, is_input, shape, dtype, i))
-    else:
-        for i in range(engine.num_bindings):
-            name = engine.get_binding_name(i)
-            shape = tuple(int(d) for d in engine.get_binding_shape(i))
-            dtype = np.dtype(trt.nptype(engine.get_binding_dtype(i)))
-            out.append(TensorIO(name, bool(engine.binding_is_input(i)), shape, dtype, i))
-    return out
-
-
-def plan_buffers(tensors: Sequence[TensorIO], max_batch: int) -> list[BufferPlan]:
-    """One buffer per tensor with ``max_batch`` rows; axis 0 must be the (dynamic) batch.
-
-    Raises:
-        EngineError: a scalar tensor, or a dynamic axis other than the batch.
-    """
-    if max_batch < 1:
-        raise EngineError(f"max_batch {max_batch!r} must be >= 1")
-    plans = []
-    for t in tensors:
-        if not t.shape:
-            raise EngineError(f"engine tensor {t.name!r} is a scalar; bundle graphs need a batch")
-        if t.shape[0] not in (-1, max_batch) and t.shape[0] < max_batch:
-            raise EngineError(
-                f"engine tensor {t.name!r} has a fixed batch {t.shape[0]} < max_batch {max_batch}"
-            )
-        if any(d < 0 for d in t.shape[1:]):
-            raise EngineError(
-                f"engine tensor {t.name!r} shape {t.shape} has a dynamic non-batch axis; "
-                "rebuild the engine from this bundle (edge-mer build-engine)"
-            )
-        plans.append(BufferPlan(t.name, t.is_input, (max_batch, *t.shape[1:]), t.dtype, t.index))
-    return plans
-
-
-# --------------------------------------------------------------------------- CUDA backends
-
-
-@dataclass
-class HostBuffer:
-    """Pinned host memory: ``array`` (numpy view), ``host_ptr``, and ``device_ptr`` (mapped
-    memory: the GPU address of the same bytes; else a separate device allocation)."""
-
-    array: np.ndarray
-    host_ptr: int
-    device_ptr: int
-    mapped: bool
-
-
-class CudaPythonBackend:
-    """The few CUDA runtime calls the runner makes, via cuda-python (``cudart``)."""
-
-    name = "cuda-python"
-
-    def __init__(self, cudart: Any) -> None:
-        self.rt = cudart
-
-    def _ok(self, res: Any, what: str) -> Any:
-        err, *rest = res if isinstance(res, tuple) else (res,)
-        if err != self.rt.cudaError_t.cudaSuccess:
-            raise EngineError(f"CUDA {what} failed: {err}")
-        return rest[0] if len(rest) == 1 else rest
-
-    def integrated(self, device: int = 0) -> bool:
-        prop = self._ok(self.rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-        return bool(prop.integrated)
-
-    def activate(self) -> None:
-        self._ok(self.rt.cudaSetDevice(0), "cudaSetDevice")
-
-    def deactivate(self) -> None:
-        pass
-
-    def stream(self) -> Any:
-        return self._ok(self.rt.cudaStreamCreate(), "cudaStreamCreate")
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream)
-
-    def alloc(self, plan: BufferPlan, mapped: bool) -> HostBuffer:
-        flags = self.rt.cudaHostAllocMapped if mapped else self.rt.cudaHostAllocDefault
-        host = int(self._ok(self.rt.cudaHostAlloc(plan.nbytes, flags), "cudaHostAlloc"))
-        if mapped:
-            dev = int(self._ok(self.rt.cudaHostGetDevicePointer(host, 0), "cudaHostGetDevicePtr"))
-        else:
-            dev = int(self._ok(self.rt.cudaMalloc(plan.nbytes), "cudaMalloc"))
-        array = _view(host, plan)
-        return HostBuffer(array, host, dev, mapped)
-
-    def free(self, buf: HostBuffer) -> None:
-        if not buf.mapped:
-            self.rt.cudaFree(buf.device_ptr)
-        self.rt.cudaFreeHost(buf.host_ptr)
-
-    def htod(self, buf: HostBuffer, nbytes: int, stream: Any) -> None:
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self.rt.cudaMemcpyAsync(buf.device_ptr, buf.host_ptr, nbytes, kind, stream)
-
-    def dtoh(self, buf: HostBuffer, nbytes: int, stream: Any) -> None:
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self.rt.cudaMemcpyAsync(buf.host_ptr, buf.device_ptr, nbytes, kind, stream)
-
-    def sync(self, stream: Any) -> None:
-        self._ok(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-
-    def destroy(self, stream: Any) -> None:
-        self.rt.cudaStreamDestroy(stream)
-
-
-class PycudaBackend:
-    """The pycuda fallback: primary context pushed on the owner thread, popped on release."""
-
-    name = "pycuda"
-
-    def __init__(self, cuda: Any) -> None:
-        self.cuda = cuda
-        self._ctx: Any = None
-
-    def integrated(self, device: int = 0) -> bool:
-        self.cuda.init()
-        attr = self.cuda.device_attribute.INTEGRATED
-        return bool(self.cuda.Device(device).get_attribute(attr))
-
-    def activate(self) -> None:
-        self.cuda.init()
-        self._ctx = self.cuda.Device(0).retain_primary_context()
-        self._ctx.push()
-
-    def deactivate(self) -> None:
-        if self._ctx is not None:
-            self.cuda.Context.pop()
-            self._ctx = None
-
-    def stream(self) -> Any:
-        return self.cuda.Stream()
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.handle)
-
-    def alloc(self, plan: BufferPlan, mapped: bool) -> HostBuffer:
-        cuda = self.cuda
-        flags = cuda.host_alloc_flags.DEVICEMAP if mapped else 0
-        arr = cuda.pagelocked_empty(plan.shape, plan.dtype, mem_flags=flags)
-        if mapped:
-            dev: Any = arr.base.get_device_pointer()
-        else:
-            dev = cuda.mem_alloc(plan.nbytes)
-        return HostBuffer(arr, int(arr.ctypes.data), int(dev), mapped)
-
-    def free(self, buf: HostBuffer) -> None:
-        pass  # pycuda frees pinned and device memory with their Python owners
-
-    def htod(self, buf: HostBuffer, nbytes: int, stream: Any) -> None:
-        self.cuda.memcpy_htod_async(
-            buf.device_ptr, buf.array.reshape(-1).view(np.uint8)[:nbytes], stream
-        )
-
-    def dtoh(self, buf: HostBuffer, nbytes: int, stream: Any) -> None:
-        self.cuda.memcpy_dtoh_async(
-            buf.array.reshape(-1).view(np.uint8)[:nbytes], buf.device_ptr, stream
-        )
-
-    def sync(self, stream: Any) -> None:
-        stream.synchronize()
-
-    def destroy(self, stream: Any) -> None:
-        pass
-
-
-def _view(ptr: int, plan: BufferPlan) -> np.ndarray:
-    """A numpy array over ``plan.nbytes`` of foreign memory at ``ptr`` (not owned)."""
-    import ctypes
-
-    raw = (ctypes.c_byte * plan.nbytes).from_address(ptr)
-    return np.frombuffer(raw, dtype=plan.dtype).reshape(plan.shape)
-
-
-def import_cuda_backend() -> CudaPythonBackend | PycudaBackend:
-    """cuda-python (``cuda.bindings.runtime``, then ``cuda.cudart``), else pycuda."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            cudart = None
-    if cudart is not None:
-        return CudaPythonBackend(cudart)
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise MissingDependencyError("cuda-python", "jetson", "the TensorRT runner") from None
-    return PycudaBackend(cuda)
-
-
-# --------------------------------------------------------------------------- the runner
+__all__ = ["TrtRunner"]
 
 
 class TrtRunner(Runner):
@@ -345,8 +107,8 @@ class TrtRunner(Runner):
             EngineError: no engine fits this device (another TensorRT, GPU or model), or it
                 is corrupt: the message ends with ``rebuild with: edge-mer build-engine ...``.
         """
-        from edge_mer.engine_check import find_engine
-        from edge_mer.trt_build import load_engine
+        from edge_mer.runners.tensorrt.build import load_engine
+        from edge_mer.runners.tensorrt.check import find_engine
 
         facts = facts or gather_device_facts(trt)
         path = find_engine(bundle, graph, facts, engines_dir, min_batch=min_batch)

@@ -10,7 +10,7 @@ from edge_mer.calibration.readers import (  # noqa: E402
     resample_indices,
 )
 from edge_mer.errors import DataError  # noqa: E402
-from edge_mer.preprocess import FramePreprocessor  # noqa: E402
+from edge_mer.pipeline.preprocess import FramePreprocessor  # noqa: E402
 
 
 def _frame(value, h=24, w=32):

@@ -13,7 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from edge_mer.calibration import synth, synth_io
-from edge_mer.calibration.faces import FaceState, make_subject, render_face
+from edge_mer.calibration.face_render import render_face
+from edge_mer.calibration.faces import FaceState, make_subject
 from edge_mer.cli.synth_cmd import synth as synth_command
 from edge_mer.errors import InputError
 

@@ -1,0 +1,363 @@
+"""The on-device frame loop (DESIGN §4), one frame at a time, on one thread.
+
+capture thread -> ring (drop-oldest) -> resample to the model's fps (by seconds) -> face
+stage (crops locked per window) -> crop resized straight into the encoder runner's input
+buffer -> encoder (once per frame per face) -> state cache (banked, equals the clip graph
+on the last ``window`` frames) -> spotter (causal events) -> sinks + metrics.
+
+The thread that calls :meth:`LivePipeline.run_frame` owns the runners (and, with
+TensorRT, the CUDA context); other threads only read counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edge_mer.bundle import Bundle
+from edge_mer.config import Config
+from edge_mer.errors import EdgeMerError
+from edge_mer.pipeline.face import FaceStage, make_detector
+from edge_mer.pipeline.mqtt import MqttSink
+from edge_mer.pipeline.preprocess import FramePreprocessor
+from edge_mer.pipeline.resample import FrameResampler
+from edge_mer.pipeline.ring import CaptureThread, exponential_backoff
+from edge_mer.pipeline.sinks import JsonlSink, MultiSink, Sink, StdoutSink
+from edge_mer.pipeline.sources import SourceEnded, make_source
+from edge_mer.pipeline.spotter import Spotter
+from edge_mer.pipeline.state_cache import StateCache
+from edge_mer.pipeline.telemetry import RuntimeMetrics
+from edge_mer.runners import select_runner
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "face", "preprocess", "encoder", "step", "spotting", "sinks")
+
+
+class StageClock:
+    """Per-stage wall times of the last ``keep`` frames (seconds), in preallocated rings:
+    recording a sample allocates nothing."""
+
+    def __init__(self, keep: int = 8192) -> None:
+        self.keep = keep
+        self._values = {s: np.zeros(keep) for s in STAGES}
+        self._count = dict.fromkeys(STAGES, 0)
+
+    def add(self, stage: str, seconds: float) -> None:
+        n = self._count[stage]
+        self._values[stage][n % self.keep] = seconds
+        self._count[stage] = n + 1
+
+    def summary(self, *, samples: bool = False) -> dict[str, dict[str, Any]]:
+        """Per stage seen: count, mean, p50, p90, p95, p99, max (ms) over the kept samples.
+
+        ``samples=True`` adds ``samples_ms``: the kept samples in recording order (a list).
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for stage, values in self._values.items():
+            n = self._count[stage]
+            if n:
+                kept = min(n, self.keep)
+                # Oldest first: once the ring has wrapped, the oldest sample is at n % keep.
+                ms = (np.roll(values, -(n % self.keep)) if n > self.keep else values[:kept]) * 1e3
+                p50, p90, p95, p99 = np.percentile(ms, (50, 90, 95, 99))
+                out[stage] = {
+                    "count": n,
+                    "mean_ms": float(ms.mean()),
+                    "p50_ms": float(p50),
+                    "p90_ms": float(p90),
+                    "p95_ms": float(p95),
+                    "p99_ms": float(p99),
+                    "max_ms": float(ms.max()),
+                }
+                if samples:
+                    out[stage]["samples_ms"] = ms.tolist()
+        return out
+
+
+def build_sinks(config: Config) -> list[tuple[str, Sink]]:
+    """The sinks the config turns on."""
+    sinks: list[tuple[str, Sink]] = []
+    s = config.sinks
+    if s.jsonl.path is not None:
+        sinks.append(
+            ("jsonl", JsonlSink(s.jsonl.path, max_bytes=s.jsonl.max_bytes, backups=s.jsonl.backups))
+        )
+    if s.stdout.enabled:
+        sinks.append(("stdout", StdoutSink()))
+    if s.mqtt.host:
+        sinks.append(
+            (
+                "mqtt",
+                MqttSink(
+                    host=s.mqtt.host,
+                    port=s.mqtt.port,
+                    topic=s.mqtt.topic,
+                    qos=s.mqtt.qos,
+                    client_id=s.mqtt.client_id,
+                    queue_size=s.mqtt.queue_size,
+                    keepalive=s.mqtt.keepalive_s,
+                ),
+            )
+        )
+    return sinks
+
+
+class LivePipeline:
+    """Everything between the camera and the sinks, built from a :class:`Config`.
+
+    Use as a context manager: entering starts the capture thread and activates the
+    runners (call it on the thread that will call :meth:`run_frame`).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: RuntimeMetrics | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        encoder_graph: str | None = None,
+    ) -> None:
+        """``encoder_graph`` names the manifest graph the encoder runs (``encoder``,
+        ``encoder_int8``, ...); None lets :func:`select_runner` pick it for this machine."""
+        self.config = config
+        self.bundle = Bundle.open(config.model.bundle, verify_hashes=config.model.verify_hashes)
+        spec = self.bundle.input
+        self.window = int(spec["window"])
+        self.model_fps = float(spec["fps"])
+        labels = self.bundle.labels
+        face = config.face
+        self.max_faces = face.max_faces
+        self.selection = select_runner(
+            self.bundle,
+            config.model.runner,
+            max_batch=self.max_faces,
+            step_max_batch=self.max_faces * self.window,
+            engines_dir=config.model.engines_dir,
+            threads=config.model.threads,
+            encoder_graph=encoder_graph,
+        )
+        self.encoder, self.step = self.selection.encoder, self.selection.step
+        self.face = FaceStage(
+            make_detector(
+                face.detector, roi=face.roi, yunet_model=face.yunet_model, min_face=face.min_face
+            ),
+            detect_every=face.detect_every,
+            window=self.window,
+            relock_drift=face.relock_drift,
+            max_faces=face.max_faces,
+        )
+        self.pre = FramePreprocessor(spec["height"], spec["width"], spec["channels"])
+        self.cache = StateCache(
+            self.bundle.states,
+            self.max_faces,
+            ttl_s=config.state.ttl_s,
+            reset_gap_s=config.state.reset_gap_s,
+            step=self.step,
+            window=self.window,
+        )
+        sp = config.spotter
+        self.spotter = Spotter(
+            labels,
+            background="none" if "none" in labels else None,
+            fps=self.model_fps,
+            smoothing_frames=sp.smoothing_frames,
+            on_threshold=sp.threshold_on,
+            off_threshold=sp.threshold_off,
+            min_ms=sp.min_duration_ms,
+            max_micro_ms=sp.max_duration_ms,
+            refractory_ms=sp.refractory_ms,
+            macro=sp.macro,
+        )
+        lag = sp.lag_frames if sp.lag_frames is not None else self.window // 4
+        self.lag_s = lag / self.model_fps  # events are dated back by this much
+        self.resampler = FrameResampler(self.model_fps)
+        self.source = make_source(config.source.uri)
+        src = config.source
+        self.capture = CaptureThread(
+            self.source,
+            capacity=src.ring_frames,
+            read_timeout=src.read_timeout_s,
+            backoff=lambda: exponential_backoff(src.reconnect_min_s, src.reconnect_max_s),
+        )
+        self.sinks = build_sinks(config)
+        self.sink = MultiSink([s for _, s in self.sinks])
+        self.metrics = metrics or RuntimeMetrics()
+        for name, s in self.sinks:
+            self.metrics.watch_sink(name, s)
+        self.on_event = on_event
+        self.clock = StageClock()
+        self.model_hash = self.bundle.manifest_sha256
+        self.frames = self.model_frames = self.events = 0
+        self.last_inference: float | None = None
+        # The latest events, for the end-of-run report; bounded: the service runs for weeks.
+        self.records: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self._probs = np.zeros((self.max_faces, len(labels)), np.float32)
+        self._ids: list[int] = []
+        self._closed = False
+
+    def __enter__(self) -> LivePipeline:
+        self.encoder.activate()
+        self.step.activate()
+        self.cache.check_runner()
+        self.warm_up()
+        self.capture.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def warm_up(self) -> None:
+        """One encoder and one step call on zeros: READY comes only after this worked."""
+        self.encoder.inputs["frames"][:1] = 0
+        feats = self.encoder.infer(1)["features"]
+        self.cache.step_batch([-1], feats, now=0.0)
+        self.cache.evict(-1)
+
+    def close(self, drain_s: float = 3.0) -> None:
+        """Stop capture, close open events, flush and close the sinks, release runners.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.capture.stop()
+        for event in self.spotter.flush():
+            self._emit(event, time.monotonic(), event.offset_ts)
+        for _, sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                try:
+                    flush(drain_s)
+                except Exception as exc:  # a sink must not stop the shutdown
+                    log.warning("flushing a sink failed: %s", exc)
+            sink.close()
+        for runner in (self.encoder, self.step):
+            if runner.is_active:
+                runner.deactivate()
+
+    def _emit(self, event: Any, received: float, closing_ts: float) -> None:
+        # The capture clock of file/synthetic sources is media time: emission on that
+        # clock is the closing frame's ts plus the processing time since it arrived.
+        emitted = closing_ts + (time.monotonic() - received)
+        record = event.to_record(
+            self.config.source.uri, self.bundle.name, self.model_hash, emitted, closing_ts
+        )
+        self.sink.emit(record)
+        self.events += 1
+        self.metrics.events.inc(1, record["type"])
+        self.metrics.event_latency.observe(record["latency_ms"] / 1e3)
+        self.records.append(record)
+        if self.on_event is not None:
+            self.on_event(record)
+
+    def run_frame(self, timeout: float) -> bool:
+        """Take one frame from the ring and run it through. False on a timeout (no frame).
+
+        Raises:
+            SourceEnded: a finite source is exhausted (and every frame was processed).
+            InputError: the source cannot be opened at all (a missing file).
+        """
+        t0 = time.perf_counter()
+        slot = self.capture.get(timeout)
+        if slot is None:
+            return False
+        received = time.monotonic()
+        clock = self.clock
+        try:
+            t1 = time.perf_counter()
+            clock.add("capture", t1 - t0)
+            self.frames += 1
+            self.metrics.frames.inc()
+            ticks = self.resampler.push(slot.ts)
+            if self.resampler.restarted:
+                for tid in list(self.cache.tracks()):
+                    self.cache.reset(tid)
+            if ticks == 0:
+                return True
+            tracks = self.face.process(slot.image)
+            for lost in self.face.lost:
+                self.cache.evict(lost)
+                self.spotter.forget(lost)
+            t2 = time.perf_counter()
+            clock.add("face", t2 - t1)
+            if not tracks:
+                return True
+            ids = self._ids
+            ids.clear()
+            frames_in = self.encoder.inputs["frames"]
+            for i, track in enumerate(tracks[: self.max_faces]):
+                self.pre(slot.image, track.crop.as_tuple(), out=frames_in[i])
+                ids.append(track.id)
+            t3 = time.perf_counter()
+            clock.add("preprocess", t3 - t2)
+            n = len(ids)
+            feats = self.encoder.infer(n)["features"]
+            t4 = time.perf_counter()
+            clock.add("encoder", t4 - t3)
+            for _ in range(ticks):
+                logits, ready = self.cache.step_batch(ids, feats, now=slot.ts)
+            t5 = time.perf_counter()
+            clock.add("step", t5 - t4)
+            self.last_inference = time.monotonic()
+            self.model_frames += 1
+            probs = self._probs[:n]
+            np.subtract(logits, logits.max(axis=1, keepdims=True), out=probs)
+            np.exp(probs, out=probs)
+            probs /= probs.sum(axis=1, keepdims=True)
+            closed = []
+            for i, tid in enumerate(ids):
+                if ready[i]:
+                    closed.extend(self.spotter.update(tid, slot.ts - self.lag_s, probs[i]))
+            t6 = time.perf_counter()
+            clock.add("spotting", t6 - t5)
+            for event in closed:
+                self._emit(event, received, slot.ts)
+            if closed:
+                clock.add("sinks", time.perf_counter() - t6)
+            self.metrics.frame_latency.observe(time.monotonic() - received)
+            return True
+        finally:
+            self.capture.release(slot)
+
+    def status(self) -> str:
+        """One line for systemd's STATUS=."""
+        st = self.capture.stats()
+        return (
+            f"{st.state}; frames {self.frames}, inferences {self.model_frames}, "
+            f"drops {st.drops}, reconnects {st.reconnects}, events {self.events}, "
+            f"faces {len(self.face.tracks)}, runner {self.selection.kind}"
+        )
+
+
+def run_until(
+    pipeline: LivePipeline,
+    *,
+    frames: int | None = None,
+    seconds: float | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    tick: Callable[[], None] = lambda: None,
+    timeout: float = 0.25,
+) -> str:
+    """Drive ``pipeline`` until the source ends, ``frames`` were read, ``seconds`` passed,
+    or ``stop()`` says so. ``tick`` runs after every loop turn (watchdog, status).
+    Returns why it stopped: "ended", "frames", "duration" or "stopped"."""
+    start = time.monotonic()
+    while True:
+        if stop():
+            return "stopped"
+        if frames is not None and pipeline.frames >= frames:
+            return "frames"
+        if seconds is not None and time.monotonic() - start >= seconds:
+            return "duration"
+        try:
+            pipeline.run_frame(timeout)
+        except SourceEnded:
+            return "ended"
+        except EdgeMerError:
+            raise
+        tick()
