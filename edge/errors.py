@@ -60,3 +60,8 @@ class QuantizationError(EdgeMerError):
 
 class EngineError(EdgeMerError):
     """A TensorRT engine that cannot be built, or cannot be loaded on this device."""
+
+
+class CudaUnavailableError(EngineError):
+    """No usable CUDA driver or device (no driver, one too old for the CUDA bindings, no GPU
+    visible to this user): a runtime failure of this machine, not bad input."""

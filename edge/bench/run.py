@@ -35,7 +35,7 @@ from edge_mer import __version__
 from edge_mer.bench.measure import pipeline_vs_model, replay_uri, streaming_vs_window
 from edge_mer.bundle import Bundle
 from edge_mer.config import Config, config_from_args
-from edge_mer.errors import EdgeMerError, InputError
+from edge_mer.errors import CudaUnavailableError, EdgeMerError, InputError
 from edge_mer.runners import Runner, select_runner
 
 log = logging.getLogger(__name__)
@@ -346,6 +346,9 @@ def _bench_one(
         )
     except InputError:
         raise  # a bad --source or --face: the user's, not this row's
+    except CudaUnavailableError as exc:  # the machine's, not the row's: nothing ran
+        row["reason"] = str(exc)
+        return row
     except Exception as exc:  # one broken row must not stop the others
         log.debug("bench %s failed", label, exc_info=True)
         row.update(status="failed", reason=f"{type(exc).__name__}: {exc}")

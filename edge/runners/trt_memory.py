@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from edge_mer.errors import EngineError, MissingDependencyError
-from edge_mer.runners.tensorrt.device import (
-    TrtVersion,
-)
+from edge_mer.runners.cuda_runtime import call, call_quietly, import_cudart, pycuda_unavailable
+from edge_mer.runners.tensorrt.device import TrtVersion
 
 
 @dataclass(frozen=True)
@@ -110,63 +109,71 @@ class HostBuffer:
 
 
 class CudaPythonBackend:
-    """The few CUDA runtime calls the runner makes, via cuda-python (``cudart``)."""
+    """The few CUDA runtime calls the runner makes, via cuda-python (``cudart``).
+
+    Every call goes through :func:`~edge_mer.runners.cuda_runtime.call`, which unpacks its
+    ``(err, *values)`` result: no usable driver/device is a
+    :class:`~edge_mer.errors.CudaUnavailableError`, another CUDA error an ``EngineError``.
+    """
 
     name = "cuda-python"
 
     def __init__(self, cudart: Any) -> None:
         self.rt = cudart
 
-    def _ok(self, res: Any, what: str) -> Any:
-        err, *rest = res if isinstance(res, tuple) else (res,)
-        if err != self.rt.cudaError_t.cudaSuccess:
-            raise EngineError(f"CUDA {what} failed: {err}")
-        return rest[0] if len(rest) == 1 else rest
+    def _call(self, fn: str, *args: Any, what: str | None = None) -> Any:
+        return call(self.rt, fn, *args, what=what)
 
     def integrated(self, device: int = 0) -> bool:
-        prop = self._ok(self.rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-        return bool(prop.integrated)
+        what = f"cudaGetDeviceProperties({device})"
+        return bool(self._call("cudaGetDeviceProperties", device, what=what).integrated)
 
     def activate(self) -> None:
-        self._ok(self.rt.cudaSetDevice(0), "cudaSetDevice")
+        self._call("cudaSetDevice", 0, what="cudaSetDevice(0)")
 
     def deactivate(self) -> None:
         pass
 
     def stream(self) -> Any:
-        return self._ok(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+        return self._call("cudaStreamCreate", what="cudaStreamCreate()")
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream)
 
     def alloc(self, plan: BufferPlan, mapped: bool) -> HostBuffer:
-        flags = self.rt.cudaHostAllocMapped if mapped else self.rt.cudaHostAllocDefault
-        host = int(self._ok(self.rt.cudaHostAlloc(plan.nbytes, flags), "cudaHostAlloc"))
-        if mapped:
-            dev = int(self._ok(self.rt.cudaHostGetDevicePointer(host, 0), "cudaHostGetDevicePtr"))
-        else:
-            dev = int(self._ok(self.rt.cudaMalloc(plan.nbytes), "cudaMalloc"))
-        array = _view(host, plan)
-        return HostBuffer(array, host, dev, mapped)
+        rt = self.rt
+        flags = rt.cudaHostAllocMapped if mapped else rt.cudaHostAllocDefault
+        host = int(self._call("cudaHostAlloc", plan.nbytes, flags))
+        try:
+            if mapped:
+                dev = int(self._call("cudaHostGetDevicePointer", host, 0))
+            else:
+                dev = int(self._call("cudaMalloc", plan.nbytes))
+        except BaseException:
+            call_quietly(rt, "cudaFreeHost", host)
+            raise
+        return HostBuffer(_view(host, plan), host, dev, mapped)
 
     def free(self, buf: HostBuffer) -> None:
         if not buf.mapped:
-            self.rt.cudaFree(buf.device_ptr)
-        self.rt.cudaFreeHost(buf.host_ptr)
+            call_quietly(self.rt, "cudaFree", buf.device_ptr)
+        call_quietly(self.rt, "cudaFreeHost", buf.host_ptr)
 
     def htod(self, buf: HostBuffer, nbytes: int, stream: Any) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self.rt.cudaMemcpyAsync(buf.device_ptr, buf.host_ptr, nbytes, kind, stream)
+        args = (buf.device_ptr, buf.host_ptr, nbytes, kind, stream)
+        self._call("cudaMemcpyAsync", *args, what="cudaMemcpyAsync(host to device)")
 
     def dtoh(self, buf: HostBuffer, nbytes: int, stream: Any) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self.rt.cudaMemcpyAsync(buf.host_ptr, buf.device_ptr, nbytes, kind, stream)
+        args = (buf.host_ptr, buf.device_ptr, nbytes, kind, stream)
+        self._call("cudaMemcpyAsync", *args, what="cudaMemcpyAsync(device to host)")
 
     def sync(self, stream: Any) -> None:
-        self._ok(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        self._call("cudaStreamSynchronize", stream)
 
     def destroy(self, stream: Any) -> None:
-        self.rt.cudaStreamDestroy(stream)
+        call_quietly(self.rt, "cudaStreamDestroy", stream)
 
 
 class PycudaBackend:
@@ -178,14 +185,20 @@ class PycudaBackend:
         self.cuda = cuda
         self._ctx: Any = None
 
+    def _device(self, index: int) -> Any:
+        """``Device(index)`` after ``cuInit``; no driver or device -> CudaUnavailableError."""
+        try:
+            self.cuda.init()
+            return self.cuda.Device(index)
+        except getattr(self.cuda, "Error", RuntimeError) as exc:
+            raise pycuda_unavailable(exc, f"Device({index})") from None
+
     def integrated(self, device: int = 0) -> bool:
-        self.cuda.init()
         attr = self.cuda.device_attribute.INTEGRATED
-        return bool(self.cuda.Device(device).get_attribute(attr))
+        return bool(self._device(device).get_attribute(attr))
 
     def activate(self) -> None:
-        self.cuda.init()
-        self._ctx = self.cuda.Device(0).retain_primary_context()
+        self._ctx = self._device(0).retain_primary_context()
         self._ctx.push()
 
     def deactivate(self) -> None:
@@ -239,13 +252,7 @@ def _view(ptr: int, plan: BufferPlan) -> np.ndarray:
 
 def import_cuda_backend() -> CudaPythonBackend | PycudaBackend:
     """cuda-python (``cuda.bindings.runtime``, then ``cuda.cudart``), else pycuda."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            cudart = None
+    cudart = import_cudart()
     if cudart is not None:
         return CudaPythonBackend(cudart)
     try:

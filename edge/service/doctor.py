@@ -67,6 +67,17 @@ def opencv_facts() -> dict[str, Any]:
     }
 
 
+def cuda_finding() -> Finding:
+    """cuda-python (asked for its devices, so a missing driver shows here), else pycuda."""
+    from edge_mer.runners.cuda_runtime import cuda_status
+
+    usable, detail, fix = cuda_status()
+    if usable is None:
+        pycuda = module_version("pycuda")
+        usable, detail = bool(pycuda), f"pycuda {pycuda}" if pycuda else "not importable"
+    return Finding("CUDA (cuda-python or pycuda)", usable, detail, "TensorRT buffers", fix)
+
+
 def check(root: Path = Path("/")) -> list[Finding]:
     """All findings for this machine."""
     from edge_mer.runners.tensorrt.device import read_l4t_release
@@ -107,16 +118,7 @@ def check(root: Path = Path("/")) -> list[Finding]:
             "on a Jetson: JetPack's python3-libnvinfer, in a venv made with --system-site-packages",
         )
     )
-    cuda = module_version("cuda") or module_version("pycuda")
-    out.append(
-        Finding(
-            "CUDA (cuda-python or pycuda)",
-            bool(cuda),
-            cuda or "not importable",
-            "TensorRT buffers",
-            "pip install 'edge-mer[jetson]'",
-        )
-    )
+    out.append(cuda_finding())
     cv = opencv_facts()
     if cv["version"] is None:
         out.append(

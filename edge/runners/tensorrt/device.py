@@ -175,21 +175,18 @@ def import_tensorrt() -> Any:
 
 
 def probe_cuda_device(index: int = 0) -> tuple[tuple[int, int], str]:
-    """Compute capability and name of CUDA device ``index`` via cuda-python, else pycuda."""
-    try:  # cuda-python >= 12.6 (and 13.x) moved the runtime bindings to cuda.bindings
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python 11.x/12.x
-        except ImportError:
-            cudart = None
+    """Compute capability and name of CUDA device ``index`` via cuda-python, else pycuda.
+
+    Raises:
+        CudaUnavailableError: no usable CUDA driver/device (exit code 1).
+        MissingDependencyError: neither cuda-python nor pycuda is installed (exit code 2).
+    """
+    from edge_mer.runners.cuda_runtime import call, import_cudart, pycuda_unavailable
+
+    cudart = import_cudart()
     if cudart is not None:
-        err, prop = cudart.cudaGetDeviceProperties(index)
-        if err != cudart.cudaError_t.cudaSuccess:
-            raise EngineError(
-                f"CUDA cannot read device {index} ({err}): is the GPU visible "
-                "to this user (group 'video' on Jetson)?"
-            )
+        what = f"cudaGetDeviceProperties({index})"
+        prop = call(cudart, "cudaGetDeviceProperties", index, what=what)
         name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else prop.name
         return (int(prop.major), int(prop.minor)), name.rstrip("\x00").strip()
     try:
@@ -198,10 +195,14 @@ def probe_cuda_device(index: int = 0) -> tuple[tuple[int, int], str]:
         raise MissingDependencyError(
             "cuda-python", "jetson", "reading the GPU's compute capability"
         ) from None
-    cuda.init()
-    dev = cuda.Device(index)
-    major, minor = dev.compute_capability()
-    return (int(major), int(minor)), str(dev.name())
+    try:
+        cuda.init()
+        dev = cuda.Device(index)
+        major, minor = dev.compute_capability()
+        name = str(dev.name())
+    except getattr(cuda, "Error", RuntimeError) as exc:
+        raise pycuda_unavailable(exc, f"Device({index})") from None
+    return (int(major), int(minor)), name
 
 
 def gather_device_facts(
@@ -214,6 +215,7 @@ def gather_device_facts(
     Raises:
         TensorRTMissingError: tensorrt is not importable (exit code 2).
         EngineError: the TensorRT version is older than 8.0.
+        CudaUnavailableError: no usable CUDA driver/device (:func:`probe_cuda_device`).
     """
     trt = trt if trt is not None else import_tensorrt()
     version = TrtVersion.parse(getattr(trt, "__version__", ""))

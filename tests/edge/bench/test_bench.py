@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -236,3 +237,41 @@ def test_cli_plot(tmp_path: Path, bundle: Path, monkeypatch) -> None:
     res = _invoke(str(bundle), "--frames", "20", "--warmup", "2", "--plot", str(png))
     assert res.exit_code == 0, res.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tensorrt_without_a_cuda_driver_is_an_unavailable_row(
+    bundle: Path, windows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real cuda-python on a machine without a driver: the device probe fails (first
+    run), or the probe passed and the runner's first CUDA call fails (second run)."""
+    from edge_mer.bench import run as bench_run
+    from edge_mer.runners import Selection
+    from edge_mer.runners.cuda_runtime import NO_CUDA
+    from edge_mer.runners.tensorrt.device import TrtVersion
+    from edge_mer.runners.trt import TrtRunner
+    from tests.edge.runners.test_cuda_runtime import driver_usable, fake_tensorrt
+    from tests.edge.runners.test_runners import FakeBackend, FakeEngine, FakeTrt
+
+    if driver_usable():
+        pytest.skip("a CUDA driver and device are usable here")
+    fake_tensorrt(monkeypatch)
+    opts = BenchOptions(runners=("tensorrt",), precisions=("fp32",), **FAST)
+    row = run_bench(bundle, opts, windows=windows)["runs"][0]
+    assert row["status"] == "unavailable" and row["fps"] is None
+    assert row["reason"].startswith(f"{NO_CUDA}: cudaGetDeviceProperties(0) ")
+
+    real_select = bench_run.select_runner
+
+    def select(bundle: Bundle, runner: str, **kw: Any) -> Selection:
+        if runner != "tensorrt":
+            return real_select(bundle, runner, **kw)
+
+        def trt() -> TrtRunner:
+            return TrtRunner(FakeEngine(FakeBackend(True)), TrtVersion(10, 3), FakeTrt, 16)
+
+        return Selection(trt(), trt(), "tensorrt")
+
+    monkeypatch.setattr(bench_run, "select_runner", select)
+    row = run_bench(bundle, opts, windows=windows)["runs"][0]
+    assert row["status"] == "unavailable"
+    assert row["reason"].startswith(f"{NO_CUDA}: cudaSetDevice(0) ")

@@ -39,5 +39,17 @@ def test_cli_json_and_text() -> None:
     assert {"name", "ok", "detail", "needed_for", "fix"} <= set(findings[0])
     res = runner.invoke(app, ["doctor"])
     assert res.exit_code == 0 and "onnxruntime" in res.stdout
-    if any(f["name"].startswith("CUDA") and f["ok"] is False for f in findings):
-        assert "edge-mer[jetson]" in res.stdout  # not eaten as console markup
+    for f in findings:  # fixes such as "pip install 'edge-mer[jetson]'" are not eaten as markup
+        if f["ok"] is False and f["fix"]:
+            assert f["fix"] in res.stdout.replace("\n", " ").replace("  ", " ")
+
+
+def test_cuda_finding_without_cuda_python(monkeypatch) -> None:
+    import sys
+
+    from edge_mer.service.doctor import cuda_finding
+
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart", "pycuda"):
+        monkeypatch.setitem(sys.modules, name, None)
+    f = cuda_finding()
+    assert f.ok is False and f.detail == "not importable" and "edge-mer[jetson]" in f.fix
