@@ -1,6 +1,7 @@
 # edge-mer developer entry points. Everything installs into .venv on first use.
 #   make demo   - the embedded default: synth -> train -> convert --int8 -> report
 #   make test   - lint, the test suite and the installed-wheel smoke (what CI runs)
+#   make trt-signatures - the TensorRT calls against the real bindings (downloads)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= convert,cpu,mqtt,plots,dev
 
-.PHONY: install system-deps demo test lint smoke clean
+.PHONY: install system-deps demo test lint smoke trt-signatures clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +40,12 @@ test: lint system-deps
 smoke:
 	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash scripts/installed-smoke.sh
 
+# edge-mer's TensorRT calls against the real Python bindings of 8.6 / 10.3 / 10.13 / 11.4:
+# downloads the bindings wheels (~5 MB, into .cache/), needs gcc and binutils and a Python
+# <= 3.11 (tensorrt-bindings 8.6.1 has no newer wheel). Rewrites scripts/trt-api/ and the
+# table in docs/engines.md; `make test` checks against those offline.
+trt-signatures: install
+	$(BIN)/python scripts/trt_signatures.py
+
 clean:
-	rm -rf $(VENV) edge-mer-demo .pytest_cache .ruff_cache .smoke build dist
+	rm -rf $(VENV) edge-mer-demo .pytest_cache .ruff_cache .smoke .cache build dist
