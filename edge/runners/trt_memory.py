@@ -51,22 +51,40 @@ class BufferPlan:
 
 
 def engine_io(engine: Any, version: TrtVersion, trt: Any) -> list[TensorIO]:
-    """The engine's I/O tensors through the API this TensorRT version has."""
+    """The engine's I/O tensors through the API this TensorRT version has.
+
+    Raises:
+        EngineError: a tensor type numpy cannot hold (see :func:`numpy_dtype`).
+    """
     out = []
     if version.named_tensors:
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             shape = tuple(int(d) for d in engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            dtype = numpy_dtype(trt, engine.get_tensor_dtype(name), name)
             out.append(TensorIO(name, is_input, shape, dtype, i))
     else:
         for i in range(engine.num_bindings):
             name = engine.get_binding_name(i)
             shape = tuple(int(d) for d in engine.get_binding_shape(i))
-            dtype = np.dtype(trt.nptype(engine.get_binding_dtype(i)))
+            dtype = numpy_dtype(trt, engine.get_binding_dtype(i), name)
             out.append(TensorIO(name, bool(engine.binding_is_input(i)), shape, dtype, i))
     return out
+
+
+def numpy_dtype(trt: Any, trt_type: Any, name: str) -> np.dtype:
+    """``trt.nptype``, whose mapping (every version's ``tensorrt/__init__.py``) covers
+    float32/16, int8, int32, bool, uint8, and int64 from 10.0; for BF16, FP8, INT4 or FP4 it
+    raises ``TypeError``, which here becomes one line naming the tensor."""
+    try:
+        return np.dtype(trt.nptype(trt_type))
+    except TypeError:
+        raise EngineError(
+            f"engine tensor {name!r} is {getattr(trt_type, 'name', trt_type)}, which numpy "
+            "cannot hold: bundle graphs keep their inputs and outputs float32/float16/uint8; "
+            "rebuild the engine from this bundle (edge-mer build-engine)"
+        ) from None
 
 
 def plan_buffers(tensors: Sequence[TensorIO], max_batch: int) -> list[BufferPlan]:

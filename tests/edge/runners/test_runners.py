@@ -340,6 +340,16 @@ def test_engine_io_uses_named_tensors_or_bindings_by_version() -> None:
         assert all(t.dtype == np.float32 for t in io)
 
 
+def test_engine_io_refuses_a_type_numpy_cannot_hold() -> None:
+    class Bf16Trt(FakeTrt):
+        @staticmethod
+        def nptype(dtype: Any) -> Any:  # what tensorrt.nptype does for DataType.BF16
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+    with pytest.raises(EngineError, match=r"engine tensor 'features' is .*numpy cannot hold"):
+        engine_io(FakeEngine(FakeBackend(True)), TrtVersion(10, 3), Bf16Trt)
+
+
 def test_plan_buffers_sizes_every_tensor_for_max_batch() -> None:
     io = [TensorIO(n, i, s, np.dtype(np.float32), k) for k, (n, i, s) in enumerate(FAKE_IO)]
     plans = plan_buffers(io, 6)
