@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import inspect
 import logging
 import re
 import time
@@ -246,6 +247,22 @@ class CsiSource(GstSource):
         return source
 
 
+def require_picamera2_deadlines(module: Any) -> None:
+    """picamera2 0.3.17 added ``wait(job, timeout)`` (and 0.3.14 ``MappedArray(write=)``);
+    before it a frame read cannot have a deadline: refuse with one line (exit 2)."""
+    try:
+        params = inspect.signature(module.Picamera2.wait).parameters
+    except (AttributeError, TypeError, ValueError):
+        params = {}
+    if "timeout" not in params:
+        version = getattr(module, "__version__", None) or "older than 0.3.17"
+        raise InputError(
+            f"picamera2 {version} cannot wait for a frame with a timeout, which picam:// "
+            "needs: update it to 0.3.17 or newer (sudo apt update && sudo apt install "
+            "python3-picamera2)"
+        )
+
+
 class PicamSource(SourceBase):
     """``picam://N?width=640&height=480&fps=90&main=WxH&buffers=6``: a Raspberry Pi camera
     through picamera2. The lores stream is YUV420 at ``width x height``; its Y plane is the
@@ -255,6 +272,17 @@ class PicamSource(SourceBase):
 
     ``picamera2`` is imported on ``open()``; tests pass ``picamera2=`` a fake module with
     ``Picamera2`` and ``MappedArray``.
+
+    Checked against picamera2 0.3.38's source, and back to 0.3.12 (docs/cameras.md); needs
+    0.3.17+ (:func:`require_picamera2_deadlines`). ``Picamera2(camera_num)`` raises
+    RuntimeError for a missing camera (IndexError before 0.3.37);
+    ``create_video_configuration(main=, lores=, buffer_count=, controls=)`` with lores
+    defaulting to YUV420; ``camera_configuration()["lores"]["size"]`` is the size libcamera
+    granted; ``capture_request(wait=False)`` returns a Job; ``wait(job, timeout)`` is
+    ``Future.result(timeout)``, so a timeout raises ``concurrent.futures.TimeoutError`` and
+    leaves the job pending; ``MappedArray(request, "lores", write=False)`` maps a YUV420
+    stream as ``[h * 3 // 2, stride]`` uint8, Y plane first; ``get_metadata()`` keys are
+    libcamera control names (``SensorTimestamp``, ns); ``request.release()``.
     """
 
     live = True
@@ -307,6 +335,7 @@ class PicamSource(SourceBase):
                     "venv with --system-site-packages)",
                 ) from None
             self._module = module
+        require_picamera2_deadlines(module)
         try:
             cam = module.Picamera2(self.index)
         except (IndexError, RuntimeError) as exc:
@@ -339,7 +368,8 @@ class PicamSource(SourceBase):
         try:
             ts_ns = request.get_metadata().get("SensorTimestamp")
             h, w = self._buf.shape  # type: ignore[union-attr]
-            with self._module.MappedArray(request, "lores") as mapped:
+            # write=False: a read-only DMA-buf sync (the default syncs for writing too).
+            with self._module.MappedArray(request, "lores", write=False) as mapped:
                 # YUV420 lores: rows [0, h) are the Y plane; a row may be padded past w.
                 np.copyto(self._buf, mapped.array[:h, :w])
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import subprocess
 import sys
@@ -279,8 +280,10 @@ class FakeRequest:
 
 
 class FakeMapped:
-    def __init__(self, request, stream):
-        assert stream == "lores"
+    """picamera2.MappedArray(request, stream, reshape=True, write=True) (0.3.38)."""
+
+    def __init__(self, request, stream, reshape=True, write=True):
+        assert stream == "lores" and reshape and not write  # read-only: no write-back sync
         self.request = request
 
     def __enter__(self):
@@ -300,13 +303,26 @@ class FakeJob:
         self.ready_after = ready_after
 
 
+# Picamera2.create_video_configuration's keyword arguments (0.3.38).
+VIDEO_CONFIGURATION_ARGS = (
+    *("main", "lores", "raw", "transform", "colour_space", "buffer_count", "controls"),
+    *("display", "encode", "queue", "sensor", "use_case"),
+)
+
+
 class FakePicamera2:
+    """The slice of picamera2.Picamera2 (0.3.38) that picam:// calls, with its signatures."""
+
     instances: list = []
     missing = False
 
-    def __init__(self, index):
-        if FakePicamera2.missing:
-            raise IndexError("list index out of range")
+    def __init__(self, camera_num=0, verbose_console=None, tuning=None, allocator=None):
+        index = camera_num
+        if FakePicamera2.missing:  # the real message of 0.3.38
+            raise RuntimeError(
+                f'No camera number {index} found - use "rpicam-hello --list-cameras" to check '
+                "connected cameras"
+            )
         self.index, self.calls, self.requests = index, [], []
         self.lores = None
         self.stride = 0
@@ -314,6 +330,7 @@ class FakePicamera2:
         FakePicamera2.instances.append(self)
 
     def create_video_configuration(self, **kwargs):
+        assert set(kwargs) <= set(VIDEO_CONFIGURATION_ARGS), kwargs
         self.calls.append(("create", kwargs))
         return kwargs
 
@@ -326,19 +343,19 @@ class FakePicamera2:
     def camera_configuration(self):
         return {"lores": {"size": self.lores, "format": "YUV420"}}
 
-    def start(self):
+    def start(self, config=None, show_preview=False):
         self.calls.append("start")
 
-    def capture_request(self, wait=None):
+    def capture_request(self, wait=None, signal_function=None, flush=None):
         assert wait is False
         self.calls.append("capture_request")
         return FakeJob(ready_after=self.timeouts)
 
     def wait(self, job, timeout=None):
         assert timeout is not None  # every blocking call has a deadline
-        if job.ready_after > 0:
+        if job.ready_after > 0:  # Job.get_result is Future.result(timeout)
             job.ready_after -= 1
-            raise TimeoutError
+            raise concurrent.futures.TimeoutError
         request = FakeRequest(self, 1_000_000 * (len(self.requests) + 1) + 5_000_000_000)
         self.requests.append(request)
         return request
@@ -399,6 +416,23 @@ def test_picam_missing_camera_is_lost():
             PicamSource(parse_uri("picam://1"), picamera2=FakeModule).open()
     finally:
         FakePicamera2.missing = False
+
+
+def test_picam_refuses_a_picamera2_without_deadlines():
+    """picamera2 0.3.12-0.3.16 (early Bookworm images): ``wait(self, job)``, no timeout."""
+    from edge_mer.pipeline.camera import PicamSource
+
+    class OldPicamera2(FakePicamera2):
+        def wait(self, job):
+            return super().wait(job, timeout=1.0)
+
+    class OldModule(FakeModule):
+        Picamera2 = OldPicamera2
+
+    source = PicamSource(parse_uri("picam://0"), picamera2=OldModule)
+    with pytest.raises(InputError, match=r"picamera2 older than 0\.3\.17 cannot wait") as info:
+        source.open()
+    assert "apt install python3-picamera2" in str(info.value)
 
 
 def test_picam_without_picamera2_is_missing_dependency(monkeypatch):
