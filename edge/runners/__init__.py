@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 __all__ = ["RUNNERS", "Runner", "RunnerError", "Selection", "select_runner", "state_pairs"]
 
 RUNNERS = ("auto", "tensorrt", "onnxruntime")
+TENSORRT_RUNNER_MISSING = (
+    "the TensorRT runner needs TensorRT, which is not importable here: on a Jetson it comes "
+    "with JetPack (python3-libnvinfer); use a venv made with --system-site-packages"
+)
 
 
 @dataclass
@@ -63,10 +67,11 @@ def select_runner(
     unavailable: dict[str, str] = {}
     if runner in ("auto", "tensorrt"):
         try:
+            from edge_mer.runners.tensorrt.device import TensorRTMissingError
             from edge_mer.runners.trt import TrtRunner
 
             if importlib.util.find_spec("tensorrt") is None and facts is None:
-                raise RunnerError("tensorrt is not importable (it comes with JetPack)")
+                raise TensorRTMissingError(TENSORRT_RUNNER_MISSING)  # exit 2 when asked for
             if encoder_graph is not None:
                 _check_trt_graph(bundle, encoder_graph)
             enc = TrtRunner.from_bundle(bundle, "encoder", facts=facts, engines_dir=engines_dir)

@@ -148,6 +148,20 @@ def test_select_runner_falls_back_to_onnxruntime_with_a_reason(bundle: Bundle) -
     ]
 
 
+def test_select_runner_without_tensorrt(bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked for by name, a TensorRT that is not installed is the user's to fix: exit 2."""
+    import sys
+
+    from edge_mer.errors import MissingDependencyError
+    from edge_mer.runners import TENSORRT_RUNNER_MISSING
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(MissingDependencyError) as info:
+        select_runner(bundle, "tensorrt")
+    assert str(info.value) == TENSORRT_RUNNER_MISSING and info.value.exit_code == 2
+    assert select_runner(bundle, "auto").unavailable["tensorrt"] == TENSORRT_RUNNER_MISSING
+
+
 def test_select_runner_refuses_an_engine_for_another_device(bundle: Bundle, tmp_path) -> None:
     facts = DeviceFacts(TrtVersion(10, 3, 0), (8, 7), "Orin")
     edir = tmp_path / "engines"
