@@ -151,9 +151,11 @@ class TrtRunner(Runner):
                 raise EngineError(f"{self.name}: TensorRT could not create an execution context")
             self.stream = be.stream()
             self._stream_h = be.stream_handle(self.stream)
-            self.bufs = {p.name: be.alloc(p, self.mapped) for p in self.plans}
+            self.bufs = {}
+            for p in self.plans:
+                self.bufs[p.name] = be.alloc(p, self.mapped)
         except BaseException:
-            be.deactivate()
+            self._release()  # what was allocated before the failure, then the context
             raise
         self._inputs_plan = [p for p in self.plans if p.is_input]
         self._outputs_plan = [p for p in self.plans if not p.is_input]
@@ -180,6 +182,9 @@ class TrtRunner(Runner):
 
     def deactivate_impl(self) -> None:
         self._check_thread()
+        self._release()
+
+    def _release(self) -> None:
         be = self.backend
         try:
             for buf in getattr(self, "bufs", {}).values():

@@ -435,6 +435,21 @@ def test_trt_runner_refuses_a_missing_state_pair_and_releases_cuda() -> None:
     assert backend.events == ["activate", "deactivate"] and not runner.is_active
 
 
+def test_trt_runner_frees_what_it_allocated_when_activation_fails() -> None:
+    class FailingBackend(FakeBackend):
+        def alloc(self, plan: BufferPlan, mapped: bool) -> Any:
+            if len(self.device) == 2:  # the third buffer: pinned memory exhausted
+                raise EngineError("CUDA cudaHostAlloc failed: cudaErrorMemoryAllocation")
+            return super().alloc(plan, mapped)
+
+    backend = FailingBackend(True)
+    runner = TrtRunner(FakeEngine(backend), TrtVersion(10, 3), FakeTrt, 2, backend=backend)
+    with pytest.raises(EngineError, match="cudaErrorMemoryAllocation"):
+        runner.activate()
+    assert backend.freed == 2 and backend.events == ["activate", "destroy", "deactivate"]
+    assert not runner.is_active and runner.bufs == {}
+
+
 # --------------------------------------------------------------------------- real hardware
 
 
