@@ -7,8 +7,8 @@ multiply-accumulates of the layers that carry the arithmetic:
 - ``Linear``: output elements x input features;
 - ``LSTM`` / ``GRU``: per frame and layer, 4 (LSTM) or 3 (GRU) gates x hidden x
   (input + hidden);
-- edge-mer's :class:`~edge_mer.convert.heads.transformer.CausalSelfAttention`: the two
-  attention products, queries x keys x width each (its projections are ``Linear`` layers).
+- edge-mer's attention (:class:`~edge_mer.convert.heads.transformer.AttentionProduct`):
+  ``q k^T`` and ``weights v``, queries x keys x width each (the projections are ``Linear``).
 
 Element-wise work (activations, normalisation, softmax, additions) and functional ops a
 user's model calls directly (``torch.matmul`` outside those layers) are not counted.
@@ -21,17 +21,17 @@ state) and ``state_bytes_per_track`` (rows x the state tensors' bytes).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from edge_mer.convert.heads.transformer import CausalSelfAttention
+from edge_mer.convert.heads.transformer import AttentionProduct
+from edge_mer.pipeline.state_cache import rows_per_track
 
-__all__ = ["count_macs", "model_cost", "step_rows_per_frame"]
+__all__ = ["count_macs", "model_cost"]
 
 
 def _conv(module: nn.Module, args: tuple, out: torch.Tensor) -> int:
@@ -56,9 +56,8 @@ def _rnn(module: nn.Module, args: tuple, out: Any) -> int:
 
 
 def _attention(module: nn.Module, args: tuple, out: torch.Tensor) -> int:
-    x = args[0]  # [N, L, dim]; the step also passes its key cache [N, span - 1, dim]
-    keys = x.shape[1] if len(args) == 1 else args[1].shape[1] + x.shape[1]
-    return 2 * x.shape[0] * x.shape[1] * keys * module.dim
+    q, k = args[0], args[1]  # [N, heads, queries, head_dim], [N, heads, keys, head_dim]
+    return 2 * q.numel() * k.shape[2]
 
 
 _COUNTERS: list[tuple[type, Callable[[nn.Module, tuple, Any], int]]] = [
@@ -67,7 +66,7 @@ _COUNTERS: list[tuple[type, Callable[[nn.Module, tuple, Any], int]]] = [
     (nn.Linear, _linear),
     (nn.LSTM, _rnn),
     (nn.GRU, _rnn),
-    (CausalSelfAttention, _attention),
+    (AttentionProduct, _attention),
 ]
 
 
@@ -89,36 +88,12 @@ def count_macs(root: nn.Module, fn: Callable[..., Any], *args: Any) -> int:
                 handles.append(module.register_forward_hook(hook(counter)))
                 break
     try:
-        with torch.no_grad(), _attention_steps_counted(root, hook(_attention)):
+        with torch.no_grad():
             fn(*args)
     finally:
         for h in handles:
             h.remove()
     return total
-
-
-@contextlib.contextmanager
-def _attention_steps_counted(root: nn.Module, on_call: Callable[..., None]) -> Iterator[None]:
-    """Count ``CausalSelfAttention.step`` calls too (a method, so no forward hook fires)."""
-    layers = [m for m in root.modules() if isinstance(m, CausalSelfAttention)]
-    for layer in layers:
-
-        def counted(*args: Any, _layer: Any = layer, _orig: Any = layer.step) -> Any:
-            out = _orig(*args)
-            on_call(_layer, args, out)
-            return out
-
-        layer.step = counted  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        for layer in layers:
-            del layer.step  # back to the class's method
-
-
-def step_rows_per_frame(state_kind: str, window: int, stride: int = 1) -> int:
-    """Step rows per frame and track: ``window / stride`` banks (recurrent) or 1 (window)."""
-    return 1 if state_kind == "window" else window // stride
 
 
 def model_cost(model: nn.Module, spec: dict[str, Any], state_kind: str) -> dict[str, int]:
@@ -129,7 +104,7 @@ def model_cost(model: nn.Module, spec: dict[str, Any], state_kind: str) -> dict[
         feats = model.encode(frame)
         state = model.init_state(1)
     state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
-    rows = step_rows_per_frame(state_kind, int(spec["window"]))
+    rows = rows_per_track(state_kind, int(spec["window"]))
     row_bytes = sum(s[0].numel() * s.element_size() for s in state)
     return {
         "params": sum(p.numel() for p in model.parameters()),

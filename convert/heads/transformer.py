@@ -26,7 +26,13 @@ from torch import nn
 
 from edge_mer.convert.heads import TemporalHead
 
-__all__ = ["CausalSelfAttention", "TransformerHead", "receptive_field", "span_for_window"]
+__all__ = [
+    "AttentionProduct",
+    "CausalSelfAttention",
+    "TransformerHead",
+    "receptive_field",
+    "span_for_window",
+]
 
 # Added to the score of a key that must not be seen: exp() of it is exactly 0 in float32
 # (finite, so no inf - inf; and no boolean ops in the exported graphs).
@@ -48,6 +54,22 @@ def alibi_slopes(heads: int) -> torch.Tensor:
     return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
 
 
+class AttentionProduct(nn.Module):
+    """``softmax(q k^T / sqrt(d) + bias) v`` on ``[N, heads, L, head_dim]`` tensors: the
+    attention arithmetic outside the projections, as one module (the cost counter hooks it)."""
+
+    def __init__(self, head_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(head_dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        return torch.matmul(self.drop(torch.softmax(scores + bias, dim=-1)), v)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention, causal, limited to the last ``span`` frames, ALiBi biased.
 
@@ -61,10 +83,9 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"dim {dim} is not divisible by {heads} heads")
         self.dim, self.heads, self.span = dim, heads, span
         self.head_dim = dim // heads
-        self.scale = 1.0 / math.sqrt(self.head_dim)
         self.qkv = nn.Linear(dim, 3 * dim)
+        self.product = AttentionProduct(self.head_dim, dropout)
         self.proj = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
         slopes = alibi_slopes(heads).view(1, heads, 1, 1)
         self.register_buffer("slopes", slopes, persistent=False)
         # The step's keys are [w - 1 cached ..., current]: key j lies w - 1 - j frames back.
@@ -76,9 +97,7 @@ class CausalSelfAttention(nn.Module):
         return x.reshape(-1, x.shape[1], self.heads, self.head_dim).transpose(1, 2)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor):
-        scores = torch.matmul(self._split(q), self._split(k).transpose(-1, -2)) * self.scale
-        weights = self.drop(torch.softmax(scores + bias, dim=-1))
-        out = torch.matmul(weights, self._split(v))  # [N, heads, L, head_dim]
+        out = self.product(self._split(q), self._split(k), self._split(v), bias)
         return self.proj(out.transpose(1, 2).reshape(-1, q.shape[1], self.dim))
 
     def clip_bias(self, t: int) -> torch.Tensor:

@@ -97,6 +97,27 @@ def print_summary(manifest: dict, path: Path) -> None:
         f"{inp['fps']:g} fps, window {inp['window']} frames; "
         f"labels {', '.join(manifest['labels'])}"
     )
+    kind = manifest.get("state_kind", "recurrent")
+    cost = manifest.get("cost")
+    if cost:
+        console.print(
+            f"  state      {kind} state, {cost['step_rows_per_frame']} step row"
+            f"{'s' * (cost['step_rows_per_frame'] != 1)} per frame per track, "
+            f"{cost['state_bytes_per_track']:,} bytes per track"
+        )
+        console.print(
+            f"  cost       {cost['params']:,} parameters; MACs: encoder "
+            f"{cost['encoder_macs_per_frame']:,} per frame, step {cost['step_macs']:,} per row"
+        )
+    else:
+        console.print(f"  state      {kind}")
+    if "window" in v:
+        w = v["window"]
+        console.print(
+            f"  window     claim checked: histories of {w['histories'][0]} and "
+            f"{w['histories'][1]} frames end {w['max_abs_between_histories']:.2e} apart, "
+            f"{w['max_abs_vs_clip']:.2e} from the clip graph"
+        )
     console.print(
         f"  FP32       max |PyTorch - ONNX| {fp32['max_abs_pytorch_vs_onnx']:.2e}, "
         f"max |streaming - clip| {fp32['max_abs_streaming_vs_clip']:.2e} "
