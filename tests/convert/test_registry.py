@@ -74,10 +74,13 @@ def test_clip_equals_steps_and_window_models_forget_older_frames(arch: str, cnn:
         assert differs > 1e-4
 
 
-@pytest.mark.parametrize("arch", list(KINDS))
-def test_onnx_graphs_are_exact_batch_dynamic_and_window_claims_hold(tmp_path, arch) -> None:
+@pytest.mark.parametrize(
+    ("arch", "cnn"),
+    [*((a, "small") for a in KINDS), ("cnn_lstm", "mobilenet"), ("cnn_tcn", "resnet18")],
+)
+def test_onnx_graphs_are_exact_batch_dynamic_and_window_claims_hold(tmp_path, arch, cnn) -> None:
     torch.manual_seed(0)
-    loaded = loaded_of(build(tiny(arch)))
+    loaded = loaded_of(build(tiny(arch, cnn)))
     ios = export_graphs(loaded, tmp_path)
     shapes = state_shapes(loaded)
     figures = verify_fp32(loaded, tmp_path, ios, shapes, clips(4, 6, seed=2))
