@@ -101,8 +101,21 @@ class GruCalledWindow(_Base):
         return self.head(self.gru(self.features(clip))[0][:, -1])
 
 
+class GrowingRing(RingConv):
+    """Appends every feature and never drops one: the state changes shape each step."""
+
+    def step(self, f, state):
+        ring = torch.cat([state[0], f.unsqueeze(1)], dim=1)
+        out = torch.relu(self.temporal(ring[:, -INPUT["window"] :].transpose(1, 2)))[:, :, 0]
+        return self.head(out), (ring,)
+
+
 def ring(cfg):
     return RingConv(cfg)
+
+
+def growing(cfg):
+    return GrowingRing(cfg)
 
 
 def gru(cfg):
@@ -175,6 +188,17 @@ def test_false_window_claim_is_refused_at_convert_time(
     line = assert_bad_input(res, "state_kind 'window'", "step.onnx", "clip.onnx", out=out)
     diff = float(line.split("before the same 6 frames ends ")[1].split()[0])
     assert diff > 1e-4
+
+
+def test_a_state_that_changes_shape_is_refused_in_one_line(tmp_path: Path, user_file: Path):
+    ckpt = _user_checkpoint(user_file, "growing", tmp_path)
+    out = tmp_path / "bundle"
+    res = run(
+        "convert", ckpt, "--out", out, "--model-factory", f"{user_file}:growing",
+        "--model-config", tmp_path / "cfg.json",
+    )  # fmt: skip
+    line = assert_bad_input(res, "step 1 returned state shapes [(1, 6, 16)]", "(1, 5, 16)", out=out)
+    assert "must keep its shape" in line
 
 
 def _arch_bundle(root: Path, arch: str, cnn: str, videos: Path) -> Path:
