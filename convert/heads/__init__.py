@@ -8,6 +8,11 @@ keep per face track to reproduce the clip over the last T frames:
   keeps T/stride staggered banks per track, each restarting from zeros;
 - ``"window"`` (``transformer``, ``tcn``): the state after any T steps depends only on those
   T frames (a key/value cache, a convolution history), so one state row per track is exact.
+
+Every head names its classifier ``head``: :class:`~edge_mer.convert.registry.MerModel`
+registers a head's layers as its own children, so parameter names stay those of the first
+release's CNN-LSTM (``cnn.*``, ``rnn.*``, ``head.*``). Why each head is exact:
+``docs/architectures.md``.
 """
 
 from __future__ import annotations
