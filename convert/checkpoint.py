@@ -1,5 +1,8 @@
 """Checkpoint intake: safetensors, state_dict pickles loaded safely, user model factories.
 
+The protocol checks a loaded model goes through live in :mod:`edge_mer.convert.protocol`
+(re-exported here).
+
 Nothing is ever unpickled by default: ``.pt``/``.pth`` files go through
 ``torch.load(weights_only=True)``, whose restricted unpickler refuses any global that is not
 a tensor type before it can be called. A checkpoint that needs full unpickling is refused
@@ -22,13 +25,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_mer.convert.protocol import model_spec, model_state_kind, probe_protocol
 from edge_mer.errors import CheckpointError, InputError, ModelProtocolError
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "CONFIG_METADATA_KEY",
+    "LoadedModel",
+    "load_model",
+    "model_spec",
+    "model_state_kind",
+    "probe_protocol",
+    "read_json",
+    "read_weights",
+    "save_checkpoint",
+]
+
 CONFIG_METADATA_KEY = "edge_mer_config"
 _SAFETENSORS_HEADER_CAP = 100 * 1024 * 1024  # the reference implementation's cap
-_PROTOCOL = ("encode", "step", "init_state", "forward")
 
 
 @dataclass
@@ -42,6 +57,7 @@ class LoadedModel:
     spec: dict[str, Any] = field(default_factory=dict)  # height, width, channels, fps, window
     labels: list[str] = field(default_factory=list)
     state_names: list[str] = field(default_factory=list)
+    state_kind: str = "recurrent"  # or "window" (the model's optional state_kind attribute)
 
 
 def save_checkpoint(model: nn.Module, path: Path, config: dict[str, Any]) -> None:
@@ -232,111 +248,6 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def model_spec(model: nn.Module, origin: str) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Check ``model`` against the streaming protocol; return (input spec, labels, state names).
-
-    Raises:
-        ModelProtocolError: a protocol member is missing or has the wrong kind of value.
-    """
-    if not isinstance(model, nn.Module):
-        raise ModelProtocolError(f"{origin} returned {type(model).__name__}, not a torch.nn.Module")
-    missing = [m for m in _PROTOCOL if not callable(getattr(model, m, None))]
-    if missing:
-        raise ModelProtocolError(
-            f"{origin} returned a {type(model).__name__} without "
-            f"{missing}: see the --model-factory contract in README.md"
-        )
-    labels = getattr(model, "labels", None)
-    if not isinstance(labels, (list, tuple)) or not labels:
-        raise ModelProtocolError(f"{origin}: model.labels must be a non-empty list of names")
-    raw = getattr(model, "input_spec", None)
-    if raw is None:
-        raise ModelProtocolError(
-            f"{origin}: model.input_spec is missing (height, width, channels, fps, window)"
-        )
-    spec: dict[str, Any] = {}
-    for key in ("height", "width", "channels", "fps", "window"):
-        value = raw.get(key) if isinstance(raw, dict) else getattr(raw, key, None)
-        if value is None:
-            raise ModelProtocolError(f"{origin}: model.input_spec has no {key!r}")
-        spec[key] = float(value) if key == "fps" else int(value)
-    if spec["channels"] not in (1, 3):
-        raise ModelProtocolError(f"{origin}: input_spec channels={spec['channels']!r}; use 1 or 3")
-    with torch.no_grad():
-        try:
-            state = model.init_state(1)
-        except Exception as exc:
-            raise ModelProtocolError(
-                f"{origin}: init_state(1) failed: {type(exc).__name__}: {exc}"
-            ) from None
-    if isinstance(state, torch.Tensor):
-        state = (state,)
-    if not isinstance(state, (tuple, list)) or not all(isinstance(s, torch.Tensor) for s in state):
-        raise ModelProtocolError(f"{origin}: init_state must return a tuple of tensors")
-    names = list(getattr(model, "state_names", None) or [f"state{i}" for i in range(len(state))])
-    if len(names) != len(state):
-        raise ModelProtocolError(
-            f"{origin}: {len(names)} state_names for {len(state)} state tensors"
-        )
-    return spec, [str(x) for x in labels], names
-
-
-def probe_protocol(model: nn.Module, spec: dict[str, Any], n_labels: int, origin: str) -> None:
-    """Run ``encode``, ``step`` and ``forward`` once on zero frames of the declared input spec.
-
-    A model whose layers do not accept what its ``input_spec`` promises (say channels=1 and
-    a first conv that expects 3) is the user's to fix: this turns the framework's error
-    into one line naming the input shape, before anything is exported.
-
-    Raises:
-        ModelProtocolError: a call fails or returns tensors of the wrong rank or size.
-    """
-    frame = (spec["height"], spec["width"], spec["channels"])
-    frames = torch.zeros((1, *frame), dtype=torch.uint8)
-    call = "encode"
-    what = f"uint8 frames {list(frames.shape)}"
-    try:
-        with torch.no_grad():
-            feats = model.encode(frames)
-            if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or feats.shape[0] != 1:
-                got = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats)
-                raise ModelProtocolError(
-                    f"{origin}: encode({what}) returned {got}; it must return features [N, D]"
-                )
-            state = model.init_state(1)
-            state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
-            call, what = "step", f"features {list(feats.shape)} and init_state(1)"
-            logits, nxt = model.step(feats, state)
-            nxt = (nxt,) if isinstance(nxt, torch.Tensor) else tuple(nxt)
-            if tuple(logits.shape) != (1, n_labels):
-                raise ModelProtocolError(
-                    f"{origin}: step returned logits {tuple(logits.shape)} for one face; "
-                    f"expected (1, {n_labels}), one per label"
-                )
-            if [tuple(s.shape) for s in nxt] != [tuple(s.shape) for s in state]:
-                raise ModelProtocolError(
-                    f"{origin}: step returned next state shapes {[tuple(s.shape) for s in nxt]}"
-                    f", init_state(1) gives {[tuple(s.shape) for s in state]}; they must match"
-                )
-            clip = torch.zeros((1, spec["window"], *frame), dtype=torch.uint8)
-            call, what = "forward", f"uint8 clip {list(clip.shape)}"
-            out = model(clip)
-            if tuple(out.shape) != (1, n_labels):
-                raise ModelProtocolError(
-                    f"{origin}: forward returned {tuple(out.shape)} for one clip; "
-                    f"expected (1, {n_labels})"
-                )
-    except ModelProtocolError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelProtocolError(
-            f"{origin}: {call}() fails on {what} as input_spec "
-            f"(height {frame[0]}, width {frame[1]}, channels {frame[2]}) declares: "
-            f"{type(exc).__name__}: {first}; make input_spec match the model"
-        ) from None
-
-
 def load_model(
     checkpoint: Path,
     *,
@@ -377,9 +288,9 @@ def load_model(
                 "pass --model-config cfg.json (and --model-factory for your "
                 "own architecture)"
             )
-        from edge_mer.convert.models import build as build_fn
+        from edge_mer.convert.registry import build as build_fn
 
-        origin = "the reference CNN-RNN"
+        origin = f"the registry model {config.get('arch', 'cnn_rnn')!r}"
     try:
         model = build_fn(dict(config))
     except InputError:
@@ -389,11 +300,19 @@ def load_model(
             f"{origin} failed to build the model: {type(exc).__name__}: {exc}"
         ) from None
     spec, labels, names = model_spec(model, origin)
+    kind = model_state_kind(model, origin)
     _load_weights(model, tensors, checkpoint)
     model.eval()
     probe_protocol(model, spec, len(labels), origin)
     return LoadedModel(
-        model, config, checkpoint, factory or "edge_mer.convert.models:build", spec, labels, names
+        model,
+        config,
+        checkpoint,
+        factory or "edge_mer.convert.models:build",
+        spec,
+        labels,
+        names,
+        kind,
     )
 
 

@@ -84,7 +84,8 @@ def state_shapes(loaded: LoadedModel) -> list[tuple[int, ...]]:
 
 
 def example_inputs(loaded: LoadedModel, batch: int = 2) -> dict[str, dict[str, torch.Tensor]]:
-    """Deterministic example inputs for the three graphs."""
+    """Deterministic example inputs for the three graphs; the step's states are reached by
+    stepping the model from zeros over ``window - 1`` random feature rows."""
     spec = loaded.spec
     g = torch.Generator().manual_seed(1234)
     frame_shape = (spec["height"], spec["width"], spec["channels"])
@@ -94,10 +95,21 @@ def example_inputs(loaded: LoadedModel, batch: int = 2) -> dict[str, dict[str, t
     )
     with torch.no_grad():
         feats = loaded.model.encode(frames)
+        state_shapes(loaded)  # checks batch-first, zero init
+        # States the step can actually reach: from zeros over random features (a random
+        # state may be one no input sequence produces, e.g. an attention sum below zero).
+        state = _as_tuple(loaded.model.init_state(batch))
+        for _ in range(max(1, spec["window"] - 1)):
+            _, state = loaded.model.step(torch.randn(feats.shape, generator=g), state)
+            state = _as_tuple(state)
     step_in = {"features": torch.randn(feats.shape, generator=g)}
-    for name, shape in zip(loaded.state_names, state_shapes(loaded), strict=True):
-        step_in[name] = 0.5 * torch.randn((batch, *shape), generator=g)
+    for name, value in zip(loaded.state_names, state, strict=True):
+        step_in[name] = value.detach().clone().contiguous()
     return {"encoder": {"frames": frames}, "step": step_in, "clip": {"clip": clip}}
+
+
+def _as_tuple(state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return (state,) if isinstance(state, torch.Tensor) else tuple(state)
 
 
 def _export(

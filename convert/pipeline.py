@@ -22,6 +22,7 @@ import numpy as np
 from edge_mer import __version__
 from edge_mer.bundle import SCHEMA, BundleWriter, sha256_file
 from edge_mer.convert.checkpoint import LoadedModel, load_model
+from edge_mer.convert.cost import model_cost
 from edge_mer.convert.export import OPSET, export_graphs, state_shapes
 from edge_mer.convert.quantize import (
     METHODS,
@@ -30,7 +31,7 @@ from edge_mer.convert.quantize import (
     quantize_encoder,
     zero_points,
 )
-from edge_mer.convert.verify import verify_fp32
+from edge_mer.convert.verify import verify_fp32, verify_window_claim
 from edge_mer.errors import DataError, InputError, QuantizationError
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,9 @@ def convert(
                 loaded, writer.staging, ios, shapes, calib["verify_windows"] if calib else None
             )
         }
+        if loaded.state_kind == "window":
+            say("checking the window claim: the same last T frames after two histories")
+            verification["window"] = verify_window_claim(loaded, writer.staging, shapes)
         graphs: dict[str, Any] = {}
         for g, io_ in ios.items():
             graphs[g] = writer.entry(
@@ -219,6 +223,8 @@ def convert(
                 {"name": n, "shape": list(s), "dtype": "float32", "init": "zeros"}
                 for n, s in zip(loaded.state_names, shapes, strict=True)
             ],
+            "state_kind": loaded.state_kind,
+            "cost": model_cost(loaded.model, spec, loaded.state_kind),
             "graphs": graphs,
             "targets": targets,
             "verification": verification,

@@ -1,20 +1,36 @@
-"""Two-stage training of the reference CNN-RNN, as MER researchers do it.
+"""Two-stage training of any protocol model, as MER researchers do it.
 
-Stage 1 trains the CNN (with a temporary linear head) on single frames: frames around the
-apex carry the clip's emotion, neutral frames before the onset carry the background label.
-Stage 2 freezes the CNN, computes every frame's features once, and trains the recurrent
-head on windows of ``input.window`` frames at the model's fps: windows that contain the
-apex carry the emotion, windows of neutral frames the background label.
+1. The CNN (with a temporary linear probe) on frames: by default frame pairs from one clip,
+   (neutral, near-apex) carrying the emotion, classified from their feature difference.
+2. The temporal head on frozen per-frame features: every frame of every clip goes through
+   the CNN ONCE per training run (the feature cache), then the head trains on windows of
+   ``input.window`` frames cut from the cached features, for as many epochs as asked.
+3. Optionally, an end-to-end fine-tune of the whole model on frame windows.
 
-Clips come from a folder in the CASME II layout (``edge-mer synth`` writes one). This is
-enough to make the embedded default and the test fixtures; LOSO protocols come later.
+Library API (what ``edge-mer train`` and the experiment runner call)::
+
+    result = fit(train_clips, config, options=TrainOptions(...), validation=val_clips)
+    result.model      # the trained model, eval mode, follows the streaming protocol
+    result.summary    # per-stage, per-epoch figures (validation UF1/UAR/accuracy/loss)
+    result.save(path) # safetensors with the config in the metadata: `edge-mer convert` reads it
+
+``config`` is a registry config (``arch`` picks the architecture) or, with ``factory``,
+whatever the user's ``build(config)`` takes. Any protocol model trains: the CNN's
+parameters are those ``encode`` uses, the head's all the others; a model without
+``classify_features`` has its head trained through ``step`` unrolled over the window.
+
+Reproducibility: with the same seed, data, options, thread count (``threads``), torch
+build and CPU, two runs give bit-identical weights (every random draw comes from generators
+seeded from ``seed``; global RNG state is restored afterwards). Not bit-reproducible across
+thread counts (parallel reductions sum in another order), torch versions, CPU instruction
+sets (oneDNN/MKL pick other kernels) or GPUs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,327 +41,371 @@ from torch import nn
 
 from edge_mer.calibration.labels import MEGC3_WITH_BACKGROUND
 from edge_mer.convert.checkpoint import save_checkpoint
-from edge_mer.convert.models import CnnRnn, resolve_config
-from edge_mer.errors import DataError, InputError
+from edge_mer.convert.train_data import (
+    TrainClip,
+    check_clips,
+    eval_window_end,
+    frame_set,
+    jitter,
+    load_clip_folder,
+    padded,
+    pair_set,
+    resolve_background,
+    resolve_events,
+    window_index,
+)
+from edge_mer.convert.train_loop import SELECTIONS, reproducible, run_stage, validation_figures
+from edge_mer.convert.train_model import build_model, classifier, encode_all, split_parameters
+from edge_mer.errors import InputError
 
 log = logging.getLogger(__name__)
+
+__all__ = ["TrainClip", "TrainOptions", "TrainResult", "fit", "jitter", "train"]
+
+Say = Callable[[str], None]
 
 
 @dataclass
 class TrainOptions:
-    config: dict[str, Any] = field(default_factory=dict)
+    """Everything a training run is asked to do (the ``[train]`` table of a study, the
+    ``edge-mer train`` flags). ``rnn_epochs`` is the first release's name of ``head_epochs``."""
+
+    config: dict[str, Any] = field(default_factory=dict)  # for train(): the model config
     cnn_epochs: int = 6
-    rnn_epochs: int = 30
+    head_epochs: int = 30
+    finetune_epochs: int = 0  # end-to-end, after stage 2; 0 = off
     batch_size: int = 64
     lr: float = 2e-3
+    finetune_lr: float = 2e-4
     seed: int = 0
+    selection: str = "fixed"  # "fixed" | "inner-val" (needs validation clips)
+    patience: int = 10  # inner-val: epochs without a better validation UF1 before stopping
+    background: str | None = "auto"  # "auto": "none" when it is a label, else no background
     label_map: dict[str, str] = field(default_factory=lambda: dict(MEGC3_WITH_BACKGROUND))
-    background: str = "none"
     stage1: str = "pairs"  # "pairs": (neutral, apex) feature differences | "frames"
     augment: bool = True  # independent per-frame shift and gain in stage 1
+    cache_features: bool = True  # stage 2 on features computed once; False: every epoch
+    threads: int | None = None  # torch threads during training (None: leave as is)
+    rnn_epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rnn_epochs is not None:
+            self.head_epochs = self.rnn_epochs
+
+    def check(self) -> None:
+        for key in ("cnn_epochs", "head_epochs", "batch_size", "patience"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"train option {key}={value!r} must be an integer >= 1")
+        if not isinstance(self.finetune_epochs, int) or self.finetune_epochs < 0:
+            raise InputError(f"train option finetune_epochs={self.finetune_epochs!r} must be >= 0")
+        if self.selection not in SELECTIONS:
+            raise InputError(f"train option selection={self.selection!r}: one of {SELECTIONS}")
+        if self.stage1 not in ("pairs", "frames"):
+            raise InputError(f"train option stage1={self.stage1!r}: 'pairs' or 'frames'")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"train option threads={self.threads!r} must be >= 1")
 
 
 @dataclass
-class _Clip:
-    frames: np.ndarray  # uint8 [T,H,W,C] at the model fps
-    label: int
-    onset: int | None  # indices at the model fps, None for background clips
-    apex: int | None
-    offset: int | None
-    subject: str
+class TrainResult:
+    """A trained model (eval mode), the config that rebuilds it, and what training did."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    summary: dict[str, Any]
+
+    def save(self, path: Path) -> None:
+        """Safetensors with the config in the metadata (``edge-mer convert`` reads it)."""
+        save_checkpoint(self.model, Path(path), self.config)
 
 
-def _load(
-    root: Path, cfg: dict[str, Any], opts: TrainOptions, say: Callable[[str], None]
-) -> list[_Clip]:
-    from edge_mer.calibration.readers import discover_clips
-    from edge_mer.pipeline.preprocess import FramePreprocessor
+def fit(
+    train: Sequence[TrainClip],
+    config: dict[str, Any],
+    *,
+    options: TrainOptions | None = None,
+    validation: Sequence[TrainClip] | None = None,
+    factory: str | Callable[[dict[str, Any]], nn.Module] | None = None,
+    say: Say | None = None,
+) -> TrainResult:
+    """Train a model on clips in memory; see the module docstring.
 
-    inp = cfg["input"]
-    labels = cfg["labels"]
-    pre = FramePreprocessor(inp["height"], inp["width"], inp["channels"])
-    sources = [s for s in discover_clips(root) if s.coded is not None]
-    if not sources:
-        raise DataError(
-            f"no coded clips in {str(root)!r}: training needs a folder in the "
-            "CASME II layout (CASME2-coding.csv + subXX/EPxx/imgN.jpg)"
-        )
-    clips: list[_Clip] = []
-    skipped: dict[str, int] = {}
-    for i, src in enumerate(sources):
-        coded = src.coded
-        name = opts.label_map.get(coded.emotion, coded.emotion)
-        if name not in labels:
-            skipped[coded.emotion] = skipped.get(coded.emotion, 0) + 1
-            continue
-        frames = src.load(pre, fps=inp["fps"])
-        ratio = inp["fps"] / coded.fps
+    Args:
+        train: training clips at the model's fps and size (:class:`TrainClip`).
+        config: the model config (registry: ``arch`` + overrides; factory: its own).
+        options: epochs, learning rates, ``seed``, ``selection``, ``threads``...
+        validation: clips of validation subjects (never test subjects): scored after every
+            epoch of stage 2 and the fine-tune; ``selection="inner-val"`` keeps the best.
+        factory: ``"file.py:build"``, ``"package.module:build"`` or a callable; None = registry.
 
-        def at(index: int | None, n: int = len(frames), r: float = ratio) -> int | None:
-            return None if index is None else min(n - 1, round(index * r))
-
-        background = name == opts.background
-        apex = coded.apex_index if coded.apex is not None else None
-        if apex is None and not background:
-            apex = (coded.onset_index + coded.offset_index) // 2
-        clips.append(
-            _Clip(
-                frames,
-                labels.index(name),
-                None if background else at(coded.onset_index),
-                None if background else at(apex),
-                None if background else at(coded.offset_index),
-                coded.subject,
-            )
-        )
-        if (i + 1) % 10 == 0:
-            say(f"loaded {i + 1}/{len(sources)} clips")
-    if skipped:
-        log.warning("skipped clips whose emotion maps to no label: %s", skipped)
-    present = {c.label for c in clips}
-    if len(present) < 2:
-        raise DataError(
-            f"clips in {str(root)!r} cover {len(present)} of the labels {labels}: "
-            "training needs at least two classes"
-        )
-    return clips
-
-
-def _frame_set(clips: list[_Clip], bg: int) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for c in clips:
-        if c.apex is None:
-            idx = np.arange(0, len(c.frames), 2)
-            xs.append(c.frames[idx])
-            ys.append(np.full(len(idx), c.label))
-            continue
-        lo, hi = max(0, c.apex - 1), min(len(c.frames), c.apex + 2)
-        xs.append(c.frames[lo:hi])
-        ys.append(np.full(hi - lo, c.label))
-        if c.onset and c.onset > 0:
-            neutral = c.frames[: c.onset : 2]
-            xs.append(neutral)
-            ys.append(np.full(len(neutral), bg))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def _pair_set(
-    clips: list[_Clip], bg: int, rng: np.random.Generator, per_clip: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
-    """Frame pairs from one clip, ``[M, 2, H, W, C]``: (neutral, near-apex) pairs carry the
-    emotion, (neutral, neutral) pairs the background label. Training the CNN on the pair's
-    feature difference makes the difference encode facial motion, whoever the subject is."""
-    xs, ys = [], []
-    for c in clips:
-        n = len(c.frames)
-        if c.apex is None:
-            for _ in range(per_clip // 2):
-                a, b = rng.choice(n, size=2, replace=False)
-                xs.append(c.frames[[a, b]])
-                ys.append(c.label)
-            continue
-        ref_hi = max(1, c.onset or 0)
-        lo, hi = max(0, c.apex - 2), min(n, c.apex + 3)
-        for _ in range(per_clip):
-            xs.append(c.frames[[int(rng.integers(0, ref_hi)), int(rng.integers(lo, hi))]])
-            ys.append(c.label)
-        if ref_hi >= 2:
-            for _ in range(per_clip // 4):
-                a, b = rng.choice(ref_hi, size=2, replace=False)
-                xs.append(c.frames[[a, b]])
-                ys.append(bg)
-    return np.stack(xs), np.asarray(ys)
-
-
-def _window_set(
-    clips: list[_Clip], feats: list[torch.Tensor], window: int, bg: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for c, f in zip(clips, feats, strict=True):
-        n = len(f)
-        if n < window:
-            f = torch.cat([f, f[-1:].expand(window - n, -1)])
-            n = window
-        if c.apex is None:
-            starts = range(0, n - window + 1, max(1, window // 4))
-            xs.extend(f[s : s + window] for s in starts)
-            ys.extend([c.label] * len(starts))
-            continue
-        # Windows whose last frame lies between the apex and a little after the offset.
-        last_lo = max(window - 1, c.apex)
-        last_hi = min(n - 1, max(last_lo, (c.offset or c.apex) + window // 4))
-        for last in range(last_lo, last_hi + 1):
-            xs.append(f[last - window + 1 : last + 1])
-            ys.append(c.label)
-        if c.onset is not None and c.onset >= window:
-            for last in rng.choice(
-                np.arange(window - 1, c.onset), size=min(3, c.onset - window + 1), replace=False
-            ):
-                xs.append(f[last - window + 1 : last + 1])
-                ys.append(bg)
-    return torch.stack(xs), torch.tensor(ys)
-
-
-def jitter(frames: torch.Tensor, gen: torch.Generator, shift: int) -> torch.Tensor:
-    """Each frame shifted by up to ``shift`` px (edges replicated) and its gain varied 5 %.
-
-    Independent per frame, so a clip's own head drift and noise pattern cannot serve as a
-    label shortcut: only the facial motion is common to the frames of a class.
+    Raises:
+        InputError: bad options, labels or frame shapes (one line).
     """
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    n, h, w, _ = flat.shape
-    padded = torch.nn.functional.pad(
-        flat.permute(0, 3, 1, 2).float(), (shift,) * 4, mode="replicate"
+    opts = options or TrainOptions()
+    opts.check()
+    say = say or (lambda _m: None)
+    if opts.selection == "inner-val" and not validation:
+        raise InputError(
+            "selection 'inner-val' needs validation clips (subjects of the training side); "
+            "pass validation=..., or use selection 'fixed'"
+        )
+    started = time.perf_counter()
+    with reproducible(opts.seed, opts.threads):
+        model = build_model(config, factory)
+        result = _fit(model, list(train), list(validation or []), opts, say)
+    cfg = dict(getattr(model, "config", None) or config)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return TrainResult(model.eval(), cfg, result)
+
+
+@dataclass
+class _Data:
+    """One run's clips, padded to the window, with their events and training windows."""
+
+    frames: list[np.ndarray]
+    events: list[Any]
+    rows: np.ndarray  # [M, 2]: (clip, last frame) of each training window (after stage 1)
+    labels: np.ndarray  # [M]
+    val_windows: np.ndarray  # uint8 [V, T, H, W, C]: one evaluation window per clip
+    val_truth: torch.Tensor  # [V]
+
+    def frame_windows(self, idx: torch.Tensor, t: int) -> np.ndarray:
+        return np.stack([self.frames[c][e - t + 1 : e + 1] for c, e in self.rows[idx.numpy()]])
+
+
+def _data(
+    train: list[TrainClip], val: list[TrainClip], labels: list[str], t: int, bg: str | None
+) -> _Data:
+    events = [resolve_events(c, labels, bg) for c in train]
+    frames = [padded(c.frames, t) for c in train]
+    windows, truth = [], []
+    for c in val:
+        e = resolve_events(c, labels, bg)
+        f = padded(c.frames, t)
+        end = eval_window_end(len(f), e, t)
+        windows.append(f[end - t + 1 : end + 1])
+        truth.append(e.label)
+    shape = (0, t, *train[0].frames.shape[1:])
+    return _Data(
+        frames,
+        events,
+        np.zeros((0, 2), np.int64),
+        np.zeros(0, np.int64),
+        np.stack(windows) if windows else np.zeros(shape, np.uint8),
+        torch.tensor(truth, dtype=torch.long),
     )
-    offs = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen)
-    out = torch.stack(
-        [
-            padded[i, :, int(dy) : int(dy) + h, int(dx) : int(dx) + w]
-            for i, (dy, dx) in enumerate(offs)
-        ]
+
+
+def _stage1(
+    model: nn.Module,
+    cnn_params: list,
+    data: _Data,
+    bg: int | None,
+    spec: dict,
+    opts: TrainOptions,
+    rng: np.random.Generator,
+    common: dict[str, Any],
+) -> tuple[Any, int]:
+    """The CNN (and a temporary linear probe on its features) on frame pairs or frames."""
+    dim = int(model.encode(torch.from_numpy(data.frames[0][:1])).shape[1])
+    probe = nn.Linear(dim, common["n_classes"])
+    gen = torch.Generator().manual_seed(opts.seed)
+    if opts.stage1 == "pairs":
+        px, py = pair_set(data.frames, data.events, bg, rng)
+        x = torch.from_numpy(px)
+        shift = max(1, round(spec["width"] / 32))
+        common["say"](f"stage 1: CNN on {len(px)} frame pairs (neutral -> apex)")
+
+        def forward(idx: torch.Tensor) -> torch.Tensor:
+            pairs = x[idx]
+            if model.training and opts.augment:
+                pairs = jitter(pairs, gen, shift)
+            f = model.encode(pairs.reshape(-1, *pairs.shape[2:])).reshape(len(idx), 2, -1)
+            return probe(f[:, 1] - f[:, 0])
+
+        n_frames = 2 * len(px)
+    else:
+        fx, py = frame_set(data.frames, data.events, bg)
+        x = torch.from_numpy(fx)
+        common["say"](f"stage 1: CNN on {len(fx)} frames")
+
+        def forward(idx: torch.Tensor) -> torch.Tensor:
+            return probe(torch.relu(model.encode(x[idx])))
+
+        n_frames = len(fx)
+    result = run_stage(
+        "stage 1",
+        params=[*cnn_params, *probe.parameters()],
+        labels=torch.from_numpy(py).long(),
+        forward=forward,
+        epochs=opts.cnn_epochs,
+        lr=opts.lr,
+        seed=opts.seed,
+        **common,
     )
-    gain = 1.0 + 0.1 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
-    out = (out * gain).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-    return out.reshape(frames.shape)
+    return result, n_frames
 
 
 def _fit(
-    module: nn.Module,
-    params: Any,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    epochs: int,
-    opts: TrainOptions,
-    say: Callable[[str], None],
-    stage: str,
-) -> float:
-    optim = torch.optim.Adam(params, lr=opts.lr)
-    counts = torch.bincount(y, minlength=int(y.max()) + 1).float().clamp(min=1)
-    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / counts) / len(counts))
-    gen = torch.Generator().manual_seed(opts.seed)
-    acc = 0.0
-    for epoch in range(epochs):
-        module.train()
-        order = torch.randperm(len(x), generator=gen)
-        correct = 0
-        total_loss = 0.0
-        for s in range(0, len(x), opts.batch_size):
-            idx = order[s : s + opts.batch_size]
-            logits = forward(x[idx])
-            loss = loss_fn(logits, y[idx])
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            total_loss += float(loss) * len(idx)
-            correct += int((logits.argmax(1) == y[idx]).sum())
-        acc = correct / len(x)
-        if (epoch + 1) % max(1, epochs // 5) and epoch + 1 != epochs:
-            continue
-        say(
-            f"{stage} epoch {epoch + 1}/{epochs}: loss {total_loss / len(x):.3f}, "
-            f"train accuracy {acc:.3f}"
+    model: nn.Module, train: list[TrainClip], val: list[TrainClip], opts: TrainOptions, say: Say
+) -> dict[str, Any]:
+    from edge_mer.convert.protocol import model_spec
+
+    spec, labels, _ = model_spec(model, "the model to train")
+    k, t = len(labels), spec["window"]
+    check_clips(train, labels, spec, "training")
+    check_clips(val, labels, spec, "validation")
+    bg_name = resolve_background(opts.background, labels)
+    bg = None if bg_name is None else labels.index(bg_name)
+    rng = np.random.default_rng(opts.seed)
+    data = _data(train, val, labels, t, bg_name)
+    cnn_params, head_params = split_parameters(model, spec)
+    common: dict[str, Any] = {
+        "n_classes": k,
+        "batch_size": opts.batch_size,
+        "say": say,
+        "snapshot_of": model,
+        "train_mode": model.train,
+    }
+    s1, n_frames = _stage1(model, cnn_params, data, bg, spec, opts, rng, common)
+    # Cut after stage 1, which draws its pairs from the same generator first.
+    data.rows, data.labels = window_index([len(f) for f in data.frames], data.events, t, bg, rng)
+
+    # Stage 2: the head on frozen features, every frame through the CNN once (the cache).
+    for p in cnn_params:
+        p.requires_grad_(False)
+    model.eval()
+    t0 = time.perf_counter()
+    vw = data.val_windows
+    cached = opts.cache_features
+    feats = [encode_all(model, f) for f in data.frames] if cached else []
+    val_feats = None
+    if cached and len(vw):
+        val_feats = encode_all(model, vw.reshape(-1, *vw.shape[2:])).reshape(len(vw), t, -1)
+    cache_s = time.perf_counter() - t0
+    classify = classifier(model)
+
+    def feature_windows(idx: torch.Tensor) -> torch.Tensor:
+        if cached:
+            picked = data.rows[idx.numpy()]
+            return torch.stack([feats[c][e - t + 1 : e + 1] for c, e in picked])
+        was = model.training
+        model.eval()  # the frozen CNN as the cache would have run it
+        clip = data.frame_windows(idx, t)
+        out = encode_all(model, clip.reshape(-1, *clip.shape[2:])).reshape(len(clip), t, -1)
+        model.train(was)
+        return out
+
+    def validate_head() -> dict:
+        x = val_feats
+        if x is None:
+            x = encode_all(model, vw.reshape(-1, *vw.shape[2:])).reshape(len(vw), t, -1)
+        return validation_figures(classify(x), data.val_truth, k)
+
+    say(
+        f"stage 2: the temporal head on {len(data.rows)} windows of {t} frames (CNN frozen, "
+        f"{'features cached once' if opts.cache_features else 'features recomputed each epoch'})"
+    )
+    stage = {"selection": opts.selection, "patience": opts.patience, **common}
+    s2 = run_stage(
+        "stage 2",
+        params=head_params,
+        labels=torch.from_numpy(data.labels),
+        forward=lambda idx: classify(feature_windows(idx)),
+        epochs=opts.head_epochs,
+        lr=opts.lr,
+        seed=opts.seed,
+        validate=validate_head if val else None,
+        **stage,
+    )
+    for p in cnn_params:
+        p.requires_grad_(True)
+
+    s3 = None
+    if opts.finetune_epochs:  # end to end, on frame windows
+        say(f"fine-tune: the whole model on {len(data.rows)} windows of {t} frames")
+
+        def validate_all() -> dict:
+            logits = model(torch.from_numpy(data.val_windows))
+            return validation_figures(logits, data.val_truth, k)
+
+        s3 = run_stage(
+            "fine-tune",
+            params=[*cnn_params, *head_params],
+            labels=torch.from_numpy(data.labels),
+            forward=lambda idx: model(torch.from_numpy(data.frame_windows(idx, t))),
+            epochs=opts.finetune_epochs,
+            lr=opts.finetune_lr,
+            seed=opts.seed,
+            validate=validate_all if val else None,
+            **stage,
         )
-    module.eval()
-    return acc
+    model.eval()
+    return {
+        "arch": getattr(model, "arch", type(model).__name__),
+        "labels": labels,
+        "background": bg_name,
+        "clips": len(train),
+        "validation_clips": len(val),
+        "frames": n_frames,
+        "windows": len(data.rows),
+        "selection": opts.selection,
+        "seed": opts.seed,
+        "threads": torch.get_num_threads(),
+        "feature_cache": {"enabled": opts.cache_features, "seconds": round(cache_s, 3)},
+        "stage1": s1.as_dict(),
+        "stage2": s2.as_dict(),
+        "finetune": s3.as_dict() if s3 else None,
+        "stage1_train_accuracy": s1.train_accuracy,
+        "stage2_train_accuracy": s2.train_accuracy,
+    }
 
 
 def train(
     clips_root: Path,
     out: Path,
     opts: TrainOptions | None = None,
-    say: Callable[[str], None] | None = None,
+    say: Say | None = None,
+    *,
+    val_subjects: Sequence[str] = (),
+    factory: str | None = None,
 ) -> dict[str, Any]:
-    """Train the reference model on a CASME II-layout folder; write ``out`` (safetensors).
+    """Train on a CASME II-layout folder and write ``out`` (safetensors); return the summary.
 
-    Returns a summary: sample counts, stage accuracies, seconds.
+    ``val_subjects``: subjects held out of training and used as the validation set
+    (``opts.selection = "inner-val"`` then picks the epoch on them).
     """
     opts = opts or TrainOptions()
     say = say or (lambda _m: None)
+    out = Path(out)
     if out.suffix != ".safetensors":
         raise InputError(f"--out {str(out)!r} must end in .safetensors")
     if not out.parent.is_dir():
         raise InputError(f"the folder of --out {str(out)!r} does not exist")
-    cfg = resolve_config(opts.config)
-    if opts.background not in cfg["labels"]:
-        raise InputError(f"background label {opts.background!r} is not in labels {cfg['labels']}")
-    torch.manual_seed(opts.seed)
-    rng = np.random.default_rng(opts.seed)
-    started = time.perf_counter()
-    clips = _load(Path(clips_root), cfg, opts, say)
-    bg = cfg["labels"].index(opts.background)
-    model = CnnRnn(cfg)
+    opts.check()
+    probe = build_model(opts.config, factory)
+    from edge_mer.convert.protocol import model_spec
 
-    probe = nn.Linear(cfg["feature_dim"], len(cfg["labels"]))
-    stage1 = nn.ModuleDict({"cnn": model.cnn, "probe": probe})
-    if opts.stage1 == "pairs":
-        px, py = _pair_set(clips, bg, rng)
-        n_frames = px.shape[0] * 2
-        say(f"stage 1: CNN on {len(px)} frame pairs (neutral -> apex) from {len(clips)} clips")
-
-        gen = torch.Generator().manual_seed(opts.seed)
-        shift = max(1, round(cfg["input"]["width"] / 32))
-
-        def stage1_forward(x: torch.Tensor) -> torch.Tensor:
-            if model.cnn.training and opts.augment:
-                x = jitter(x, gen, shift)
-            f = model.encode(x.reshape(-1, *x.shape[2:])).reshape(x.shape[0], 2, -1)
-            return probe(f[:, 1] - f[:, 0])
-
-        x1, y1 = torch.from_numpy(px), torch.from_numpy(py).long()
-    else:
-        fx, fy = _frame_set(clips, bg)
-        n_frames = len(fx)
-        say(f"stage 1: CNN on {len(fx)} frames from {len(clips)} clips")
-
-        def stage1_forward(x: torch.Tensor) -> torch.Tensor:
-            return probe(torch.relu(model.encode(x)))
-
-        x1, y1 = torch.from_numpy(fx), torch.from_numpy(fy).long()
-    acc1 = _fit(
-        stage1, stage1.parameters(), x1, y1, stage1_forward, opts.cnn_epochs, opts, say, "stage 1"
+    spec, labels, _ = model_spec(probe, "the model to train")
+    background = resolve_background(opts.background, labels)
+    clips = load_clip_folder(Path(clips_root), spec, labels, opts.label_map, background, say)
+    held = {str(s) for s in val_subjects}
+    missing = held - {c.subject for c in clips}
+    if missing:
+        raise InputError(
+            f"--val-subjects {sorted(missing)} are not subjects of {str(clips_root)!r} "
+            f"(it has {sorted({c.subject for c in clips})})"
+        )
+    val = [c for c in clips if c.subject in held]
+    result = fit(
+        [c for c in clips if c.subject not in held],
+        opts.config,
+        options=opts,
+        validation=val or None,
+        factory=factory,
+        say=say,
     )
-
-    model.cnn.requires_grad_(False)
-    with torch.no_grad():
-        feats = [
-            torch.cat(
-                [
-                    model.encode(torch.from_numpy(c.frames[s : s + 256]))
-                    for s in range(0, len(c.frames), 256)
-                ]
-            )
-            for c in clips
-        ]
-    wx, wy = _window_set(clips, feats, cfg["input"]["window"], bg, rng)
-    say(
-        f"stage 2: {cfg['rnn'].upper()} on {len(wx)} windows of {cfg['input']['window']} "
-        "frames (CNN frozen)"
-    )
-    head = nn.ModuleDict({"rnn": model.rnn, "head": model.head})
-    acc2 = _fit(
-        head,
-        head.parameters(),
-        wx,
-        wy,
-        model.classify_features,
-        opts.rnn_epochs,
-        opts,
-        say,
-        "stage 2",
-    )
-    model.requires_grad_(True)
-    model.eval()
-    save_checkpoint(model, out, cfg)
-    summary = {
-        "clips": len(clips),
-        "frames": n_frames,
-        "windows": len(wx),
-        "stage1_train_accuracy": acc1,
-        "stage2_train_accuracy": acc2,
-        "seconds": round(time.perf_counter() - started, 1),
-        "checkpoint": str(out),
-        "labels": cfg["labels"],
-    }
+    result.save(out)
     say(f"checkpoint written to {out}")
-    return summary
+    return {**result.summary, "checkpoint": str(out)}

@@ -3,6 +3,8 @@
 Two checks, both on logits with an absolute tolerance (1e-4 for FP32):
 - PyTorch vs ONNX Runtime, for each graph, on random inputs and on calibration windows;
 - streaming (encoder + step over T frames) vs the clip graph, in ONNX Runtime.
+A model that declares ``state_kind = "window"`` gets a third: streamed from two different
+histories, its logits over the same last T frames must agree (:func:`verify_window_claim`).
 Non-finite outputs anywhere fail as :class:`NonFiniteError` (the weights are broken).
 """
 
@@ -18,7 +20,7 @@ import torch
 
 from edge_mer.convert.checkpoint import LoadedModel
 from edge_mer.convert.export import GraphIO, example_inputs
-from edge_mer.errors import NonFiniteError, VerificationError
+from edge_mer.errors import ModelProtocolError, NonFiniteError, VerificationError
 from edge_mer.streaming import ort_session, stream_logits
 
 log = logging.getLogger(__name__)
@@ -163,4 +165,53 @@ def verify_fp32(
         ),
         "calibration_windows": n_windows,
         "details": figures,
+    }
+
+
+def verify_window_claim(
+    loaded: LoadedModel,
+    bundle_dir: Path,
+    state_shapes: Sequence[tuple[int, ...]],
+    atol: float = FP32_ATOL,
+) -> dict[str, Any]:
+    """Check a ``state_kind = "window"`` claim on the exported graphs, in ONNX Runtime.
+
+    Streams ``encoder.onnx`` + ``step.onnx`` over two different random histories (of
+    different lengths) followed by the same T = ``window`` frames, and compares the final
+    logits with each other and with ``clip.onnx`` on those T frames: a window model's state
+    after T steps depends only on those T frames, so all three agree.
+
+    Raises:
+        ModelProtocolError: they differ by more than ``atol`` (the claim is false).
+    """
+    spec = loaded.spec
+    t = spec["window"]
+    frame = (spec["height"], spec["width"], spec["channels"])
+    rng = np.random.default_rng(4321)
+    last = rng.integers(0, 256, (2, t, *frame), dtype=np.uint8)
+    histories = (t + 3, 2 * t + 1)
+    enc, step, clip = (ort_session(bundle_dir / f"{g}.onnx") for g in ("encoder", "step", "clip"))
+    ends = []
+    for n in histories:
+        past = rng.integers(0, 256, (2, n, *frame), dtype=np.uint8)
+        clips = np.concatenate([past, last], axis=1)
+        ends.append(stream_logits(enc, step, clips, loaded.state_names, state_shapes))
+    ref = clip.run(["logits"], {"clip": last})[0]
+    between = float(np.max(np.abs(ends[0] - ends[1])))
+    vs_clip = max(float(np.max(np.abs(e - ref))) for e in ends)
+    if max(between, vs_clip) > atol:
+        raise ModelProtocolError(
+            f"the model declares state_kind 'window', but step.onnx streamed over histories of "
+            f"{histories[0]} and {histories[1]} frames before the same {t} frames ends "
+            f"{between:.3g} apart (and {vs_clip:.3g} from clip.onnx on those {t} frames; "
+            f"tolerance {atol:g}): its state remembers frames older than the window; drop "
+            "state_kind (recurrent, the default) or make the state depend on the last "
+            f"{t} frames only"
+        )
+    log.info("window claim holds: %.3g between histories, %.3g vs clip", between, vs_clip)
+    return {
+        "histories": list(histories),
+        "max_abs_between_histories": between,
+        "max_abs_vs_clip": vs_clip,
+        "atol": atol,
     }

@@ -29,6 +29,9 @@ MANIFEST = "manifest.json"
 GRAPH_NAMES = ("encoder", "step", "clip")
 _REQUIRED_KEYS = ("schema", "name", "labels", "input", "state", "graphs", "verification")
 _INPUT_KEYS = ("height", "width", "channels", "fps", "window")
+# "recurrent" (absent = recurrent): T/stride staggered state banks per track reproduce the
+# clip; "window": the state after T steps depends only on those T frames, one row per track.
+STATE_KINDS = ("recurrent", "window")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -140,6 +143,11 @@ class Bundle:
         return dict(self.manifest["input"])
 
     @property
+    def state_kind(self) -> str:
+        """``"recurrent"`` (the default when the manifest has none) or ``"window"``."""
+        return str(self.manifest.get("state_kind", "recurrent"))
+
+    @property
     def states(self) -> list[StateSpec]:
         return [
             StateSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32"))
@@ -171,6 +179,8 @@ def _check_manifest(m: Any, mpath: Path) -> None:
         raise bad(f"'input' must hold {list(_INPUT_KEYS)}")
     if not isinstance(m["labels"], list) or not m["labels"]:
         raise bad("'labels' must be a non-empty list")
+    if m.get("state_kind", "recurrent") not in STATE_KINDS:
+        raise bad(f"'state_kind' {m['state_kind']!r} is not one of {list(STATE_KINDS)}")
     for gname in GRAPH_NAMES:
         if gname not in m["graphs"]:
             raise bad(f"graph {gname!r} is not listed")

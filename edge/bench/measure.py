@@ -24,7 +24,7 @@ import numpy as np
 from edge_mer.bundle import Bundle
 from edge_mer.config import Config
 from edge_mer.pipeline.sources import Frame, SourceBase, SourceEnded, SourceSpec, register_scheme
-from edge_mer.pipeline.state_cache import StateCache
+from edge_mer.pipeline.state_cache import StateCache, rows_per_track
 from edge_mer.runners import select_runner
 from edge_mer.streaming import ort_session, stream_logits
 
@@ -122,18 +122,21 @@ class Streaming:
 
     def __init__(self, bundle: Bundle, stride: int, threads: int, encoder_graph: str | None = None):
         self.window = int(bundle.input["window"])
+        kind = bundle.state_kind
         sel = select_runner(
             bundle,
             "onnxruntime",
             max_batch=1,
-            step_max_batch=self.window,
+            step_max_batch=rows_per_track(kind, self.window, stride),
             threads=threads,
             encoder_graph=encoder_graph,
         )
         self.encoder, self.step = sel.encoder, sel.step
         self.encoder.activate()
         self.step.activate()
-        self.cache = StateCache(bundle.states, 1, step=self.step, window=self.window, stride=stride)
+        self.cache = StateCache(
+            bundle.states, 1, step=self.step, window=self.window, stride=stride, state_kind=kind
+        )
         self.logits = np.zeros(0, np.float32)
         self.ready = False
 
@@ -184,16 +187,20 @@ class SlidingWindow:
         pass
 
 
-def variants(window: int, strides: tuple[int, ...] | None = None) -> dict[str, dict[str, Any]]:
+def variants(
+    window: int, strides: tuple[int, ...] | None = None, state_kind: str = "recurrent"
+) -> dict[str, dict[str, Any]]:
     """Variant name -> what it computes per frame (rows and ORT calls). ``strides``
-    defaults to 1, 4 and T (those dividing T)."""
+    defaults to 1, 4 and T (those dividing T); a window model streams one row per frame
+    whatever the stride, so it has only stride 1."""
     out: dict[str, dict[str, Any]] = {}
     for stride in dict.fromkeys(strides or (1, 4, window)):
-        if window % stride:
+        if window % stride or (state_kind == "window" and stride != 1):
             continue
-        banks = window // stride
+        banks = rows_per_track(state_kind, window, stride)
+        kind = "window state" if state_kind == "window" else f"bank{'s' * (banks > 1)}"
         out[f"stream_s{stride}"] = {
-            "title": f"streaming, stride {stride} ({banks} bank{'s' * (banks > 1)})",
+            "title": f"streaming, stride {stride} ({banks} {kind})",
             "encoder_rows": 1,
             "step_rows": banks,
             "ort_calls": 2,
@@ -234,7 +241,7 @@ def streaming_vs_window(
     frames; NaN with fewer than T rounds).
     """
     t = int(bundle.input["window"])
-    spec = variants(t, strides)
+    spec = variants(t, strides, bundle.state_kind)
     runs: dict[str, Any] = {}
     try:
         for name in spec:
@@ -316,13 +323,13 @@ def pipeline_vs_model(
             b,
             pipe.selection.kind,
             max_batch=1,
-            step_max_batch=window,
+            step_max_batch=rows_per_track(b.state_kind, window),
             engines_dir=config.model.engines_dir,
             threads=config.model.threads,
             encoder_graph=encoder_graph,
         )
         with sel.encoder as enc, sel.step as step:
-            cache = StateCache(b.states, 1, step=step, window=window)
+            cache = StateCache(b.states, 1, step=step, window=window, state_kind=b.state_kind)
             frames_in = enc.inputs["frames"]
             pool = np.random.default_rng(1).integers(
                 0, 256, (64, *frames_in.shape[1:]), dtype=frames_in.dtype

@@ -97,6 +97,27 @@ def print_summary(manifest: dict, path: Path) -> None:
         f"{inp['fps']:g} fps, window {inp['window']} frames; "
         f"labels {', '.join(manifest['labels'])}"
     )
+    kind = manifest.get("state_kind", "recurrent")
+    cost = manifest.get("cost")
+    if cost:
+        console.print(
+            f"  state      {kind} state, {cost['step_rows_per_frame']} step row"
+            f"{'s' * (cost['step_rows_per_frame'] != 1)} per frame per track, "
+            f"{cost['state_bytes_per_track']:,} bytes per track"
+        )
+        console.print(
+            f"  cost       {cost['params']:,} parameters; MACs: encoder "
+            f"{cost['encoder_macs_per_frame']:,} per frame, step {cost['step_macs']:,} per row"
+        )
+    else:
+        console.print(f"  state      {kind}")
+    if "window" in v:
+        w = v["window"]
+        console.print(
+            f"  window     claim checked: histories of {w['histories'][0]} and "
+            f"{w['histories'][1]} frames end {w['max_abs_between_histories']:.2e} apart, "
+            f"{w['max_abs_vs_clip']:.2e} from the clip graph"
+        )
     console.print(
         f"  FP32       max |PyTorch - ONNX| {fp32['max_abs_pytorch_vs_onnx']:.2e}, "
         f"max |streaming - clip| {fp32['max_abs_streaming_vs_clip']:.2e} "
@@ -146,16 +167,45 @@ def inspect(
 def train(
     clips: Annotated[Path, typer.Argument(help="Clips in the CASME II layout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (.safetensors).")],
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry architecture: cnn_lstm, cnn_gru, cnn_attn_lstm, cnn_transformer, "
+            "cnn_tcn (overrides the config's arch)."
+        ),
+    ] = None,
     model_config: Annotated[
         Path | None,
-        typer.Option(help="JSON model config (see edge_mer.convert.models.DEFAULT_CONFIG)."),
+        typer.Option(help="JSON model config (see edge_mer.convert.registry)."),
+    ] = None,
+    model_factory: Annotated[
+        str | None,
+        typer.Option(help="Your own architecture: FILE.py:function or package.module:function."),
     ] = None,
     cnn_epochs: Annotated[int, typer.Option(help="Stage 1 (CNN on frames) epochs.")] = 6,
-    rnn_epochs: Annotated[int, typer.Option(help="Stage 2 (recurrent head) epochs.")] = 30,
+    head_epochs: Annotated[
+        int, typer.Option("--head-epochs", "--rnn-epochs", help="Stage 2 (temporal head) epochs.")
+    ] = 30,
+    finetune_epochs: Annotated[
+        int, typer.Option(help="End-to-end fine-tune epochs after stage 2 (0 = off).")
+    ] = 0,
+    selection: Annotated[
+        str,
+        typer.Option(
+            help="fixed (keep the last epoch) or inner-val (the best epoch on --val-subjects)."
+        ),
+    ] = "fixed",
+    val_subjects: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated subjects held out as the validation set."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads (fixed for reproducible runs).", min=1)
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
 ) -> None:
-    """Two-stage training of the reference CNN-LSTM on a CASME II-layout folder."""
+    """Two-stage training (CNN on frames, then the temporal head on cached features)."""
     from edge_mer.convert.checkpoint import read_json
     from edge_mer.convert.train import TrainOptions
     from edge_mer.convert.train import train as run_train
@@ -163,18 +213,32 @@ def train(
 
     if out.exists() and not force:
         raise InputError(f"--out {str(out)!r} exists; pass --force to overwrite it")
-    if cnn_epochs < 1 or rnn_epochs < 1:
-        raise InputError("--cnn-epochs and --rnn-epochs must be at least 1")
+    if cnn_epochs < 1 or head_epochs < 1 or finetune_epochs < 0:
+        raise InputError("--cnn-epochs and --head-epochs must be at least 1, --finetune-epochs 0+")
     config = read_json(model_config, "--model-config") if model_config else {}
-    summary = run_train(
-        clips,
-        out,
-        TrainOptions(config=config, cnn_epochs=cnn_epochs, rnn_epochs=rnn_epochs, seed=seed),
-        StageLog(),
+    if arch is not None:
+        if model_factory is not None:
+            raise InputError("--arch picks a registry model; --model-factory builds your own")
+        config["arch"] = arch
+    held = [s.strip() for s in (val_subjects or "").split(",") if s.strip()]
+    if selection == "inner-val" and not held:
+        raise InputError(
+            "--selection inner-val needs --val-subjects (subjects held out of training)"
+        )
+    opts = TrainOptions(
+        config=config,
+        cnn_epochs=cnn_epochs,
+        head_epochs=head_epochs,
+        finetune_epochs=finetune_epochs,
+        selection=selection,
+        seed=seed,
+        threads=threads,
     )
+    summary = run_train(clips, out, opts, StageLog(), val_subjects=held, factory=model_factory)
+    best = summary["stage2"]["best_epoch"]
     console.print(
-        f"trained on {summary['clips']} clips ({summary['frames']} frames, "
+        f"trained {summary['arch']} on {summary['clips']} clips ({summary['frames']} frames, "
         f"{summary['windows']} windows) in {summary['seconds']} s: train accuracy "
         f"stage 1 {summary['stage1_train_accuracy']:.3f}, stage 2 "
-        f"{summary['stage2_train_accuracy']:.3f} -> {out}"
+        f"{summary['stage2_train_accuracy']:.3f} (epoch {best} kept) -> {out}"
     )

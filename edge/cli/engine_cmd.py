@@ -47,7 +47,10 @@ def build_engine(
     max_batch: Annotated[
         int,
         typer.Option(
-            "--max-batch", help="Largest batch (faces x banks) the engines accept.", min=1
+            "--max-batch",
+            help="Largest batch the engines accept: faces x step rows per track (the window "
+            "T for a recurrent state, 1 for a window state; `edge-mer inspect` shows it).",
+            min=1,
         ),
     ] = 8,
     clip: Annotated[

@@ -30,7 +30,7 @@ from edge_mer.pipeline.ring import CaptureThread, exponential_backoff
 from edge_mer.pipeline.sinks import JsonlSink, MultiSink, Sink, StdoutSink
 from edge_mer.pipeline.sources import SourceEnded, make_source
 from edge_mer.pipeline.spotter import Spotter
-from edge_mer.pipeline.state_cache import StateCache
+from edge_mer.pipeline.state_cache import StateCache, rows_per_track
 from edge_mer.pipeline.telemetry import RuntimeMetrics
 from edge_mer.runners import select_runner
 
@@ -137,7 +137,7 @@ class LivePipeline:
             self.bundle,
             config.model.runner,
             max_batch=self.max_faces,
-            step_max_batch=self.max_faces * self.window,
+            step_max_batch=self.max_faces * rows_per_track(self.bundle.state_kind, self.window),
             engines_dir=config.model.engines_dir,
             threads=config.model.threads,
             encoder_graph=encoder_graph,
@@ -160,6 +160,7 @@ class LivePipeline:
             reset_gap_s=config.state.reset_gap_s,
             step=self.step,
             window=self.window,
+            state_kind=self.bundle.state_kind,
         )
         sp = config.spotter
         self.spotter = Spotter(

@@ -1,4 +1,4 @@
-"""Recurrent state per face track, stepped in one batched call per frame (DESIGN §4).
+"""Streaming state per face track, stepped in one batched call per frame (DESIGN §4).
 
 The clip graph classifies the last ``window`` (T) frames starting from zero state. A single
 state carried forever is not that, so each track keeps K = T / stride staggered *banks*: bank
@@ -17,6 +17,12 @@ same tracks arrive in the same order (steady state) the states stay resident in 
 and nothing is gathered or scattered; they are written back to the cache arrays only when
 the set of tracks changes. Nothing is allocated per frame in steady state.
 
+Window models (``state_kind="window"``, the bundle's ``state_kind``): the state after any T
+steps depends only on those T frames (a key/value cache of the last w frames, a causal
+convolution history, a feature ring), so ONE state row per track, never restarted, gives the
+clip graph's result on the last T frames at every frame from the T-th on: one step row per
+frame and track instead of T / stride. ``stride`` changes nothing for them.
+
 Lifecycle per track id: a new id gets a free slot (the least recently seen track is evicted
 when all are taken) and zero state; a track unseen for more than ``reset_gap_s`` restarts its
 window on return; one unseen for more than ``ttl_s`` is evicted and its slot freed.
@@ -33,17 +39,23 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from edge_mer.bundle import StateSpec
+from edge_mer.bundle import STATE_KINDS, StateSpec
 from edge_mer.errors import InputError
 from edge_mer.runners.base import Runner, RunnerError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StateCache"]
+__all__ = ["StateCache", "rows_per_track"]
+
+
+def rows_per_track(state_kind: str, window: int, stride: int = 1) -> int:
+    """Step rows a track needs per frame: ``window / stride`` banks for a recurrent state,
+    1 for a window state. Size the step runner's ``max_batch`` as tracks x this."""
+    return 1 if state_kind == "window" else int(window) // int(stride)
 
 
 class StateCache:
-    """Per-track banked recurrent state over a batched step runner.
+    """Per-track streaming state (banked for recurrent models) over a batched step runner.
 
     Args:
         state_specs: the bundle's states (``Bundle.states``); shapes without the batch axis.
@@ -53,7 +65,9 @@ class StateCache:
         step: the step runner (``OrtStepRunner`` / TensorRT step); its ``max_batch`` must be
             ``>= max_tracks * banks``. Dedicated to this cache; must be active while stepping.
         window: T, the frames the clip graph classifies (manifest ``input.window``).
-        stride: frames between results; must divide ``window``.
+        stride: frames between results; must divide ``window`` (recurrent models only).
+        state_kind: ``"recurrent"`` (T / stride banks per track) or ``"window"`` (one row
+            per track; ``Bundle.state_kind``).
     """
 
     def __init__(
@@ -68,7 +82,10 @@ class StateCache:
         stride: int = 1,
         features_name: str = "features",
         logits_name: str = "logits",
+        state_kind: str = "recurrent",
     ) -> None:
+        if state_kind not in STATE_KINDS:
+            raise InputError(f"state_kind {state_kind!r} is not one of {list(STATE_KINDS)}")
         if int(max_tracks) < 1:
             raise InputError(f"max_tracks {max_tracks!r} must be >= 1")
         if int(window) < 1 or int(stride) < 1 or int(window) % int(stride):
@@ -87,7 +104,8 @@ class StateCache:
         self.reset_gap_s = float(reset_gap_s)
         self.window = int(window)
         self.stride = int(stride)
-        self.banks = self.window // self.stride
+        self.state_kind = state_kind
+        self.banks = 1 if state_kind == "window" else self.window // self.stride
         self.step = step
         self.features_name = features_name
         self.logits_name = logits_name
@@ -228,8 +246,9 @@ class StateCache:
         Returns:
             ``(logits [n, K], ready [n])`` views owned by the cache, valid until the next call:
             row i is the logits of track i's bank that has seen the most frames; ``ready[i]``
-            is True when that bank has seen exactly ``window`` frames, i.e. the row equals the
-            clip graph on the track's last ``window`` frames. :attr:`frames_seen` says how many.
+            is True when that bank has seen exactly ``window`` frames (a window model's row:
+            at least ``window``), i.e. the row equals the clip graph on the track's last
+            ``window`` frames. :attr:`frames_seen` says how many.
         """
         n = len(track_ids)
         if not 1 <= n <= self.max_tracks:
@@ -268,7 +287,8 @@ class StateCache:
             self.stats["gathers"] += 1
 
         state_in = [inputs[name] for name in self.names]
-        for i in range(n):
+        banked = self.state_kind == "recurrent"
+        for i in range(n if banked else 0):
             a = self._age[slots[i]]
             if a % s == 0:  # the bank whose window starts with this frame restarts from zero
                 row = i * k + (a % t) // s
@@ -284,9 +304,12 @@ class StateCache:
         for i in range(n):
             slot = int(slots[i])
             a = self._age[slot]
-            j = (a + 1) % t
-            b = (-(-j // s)) % k  # the bank whose next restart is furthest away
-            seen = min(t - (b * s - j) % t, a + 1)
+            if banked:
+                j = (a + 1) % t
+                b = (-(-j // s)) % k  # the bank whose next restart is furthest away
+                seen = min(t - (b * s - j) % t, a + 1)
+            else:  # one row that has seen every frame; only the last T count
+                b, seen = 0, min(t, a + 1)
             self._emit[i] = i * k + b
             self._seen[i] = seen
             self._ready[i] = seen == t

@@ -191,3 +191,63 @@ def test_frame_loop_allocates_nothing_per_frame(bundle) -> None:
     ours = [d for d in diff if "state_cache" in str(d) or "runners" in str(d)]
     assert sum(d.count_diff for d in ours) <= 8, report
     assert cache.stats["gathers"] == 1 and cache.stats["resident"] == 349
+
+
+# ------------------------------------------------------------------------- window models
+
+
+@pytest.fixture(scope="module")
+def window_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """A tiny causal TCN (a window model: its state is each layer's input history)."""
+    torch = pytest.importorskip("torch")
+    from edge_mer.convert.checkpoint import save_checkpoint
+    from edge_mer.convert.pipeline import ConvertOptions, convert
+    from edge_mer.convert.registry import build
+    from tests.conftest import TINY
+
+    root = tmp_path_factory.mktemp("window")
+    torch.manual_seed(0)
+    model = build({**TINY, "arch": "cnn_tcn"})
+    save_checkpoint(model, root / "tcn.safetensors", model.config)
+    convert(root / "tcn.safetensors", root / "bundle", ConvertOptions())
+    return Bundle.open(root / "bundle")
+
+
+def test_window_model_steps_one_row_per_track_and_equals_clip_every_frame(window_bundle):
+    assert window_bundle.state_kind == "window"
+    clip = ort_session(window_bundle.graph_path("clip"))
+    rng = np.random.default_rng(4)
+    fa, fb = (rng.integers(0, 256, (15, 32, 32, 1), dtype=np.uint8) for _ in range(2))
+    with (
+        OrtEncoderRunner.from_bundle(window_bundle, 2) as enc,
+        OrtStepRunner.from_bundle(window_bundle, 2) as st,  # tracks x 1 row, not x T
+    ):
+        cache = StateCache(
+            window_bundle.states, 2, 10.0, 1.0, step=st, window=T, state_kind="window"
+        )
+        cache.check_runner()
+        assert cache.banks == 1
+        checked = 0
+        for t in range(15):
+            ids, src = (["a"], [fa]) if t < 4 else (["b", "a"], [fb, fa])  # b joins at t=4
+            for i, f in enumerate(src):
+                enc.inputs["frames"][i] = f[t]
+            logits, ready = cache.step_batch(ids, enc.infer(len(ids))["features"], now=t * DT)
+            age_a = t + 1
+            assert ready[ids.index("a")] == (age_a >= T)
+            assert cache.frames_seen[ids.index("a")] == min(age_a, T)
+            if age_a >= T:  # every frame, not every stride-th: the one row is exact
+                ref = clip.run(["logits"], {"clip": fa[None, t - T + 1 : t + 1]})[0][0]
+                np.testing.assert_allclose(logits[ids.index("a")], ref, atol=1e-4)
+                checked += 1
+        ref_b = clip.run(["logits"], {"clip": fb[None, 15 - T : 15]})[0][0]
+        np.testing.assert_allclose(logits[0], ref_b, atol=1e-4)
+        assert checked == 15 - T + 1 and cache.state("a")["hist0"].shape[0] == 1
+
+
+def test_state_kind_is_checked(window_bundle) -> None:
+    with (
+        OrtStepRunner.from_bundle(window_bundle, 2) as st,
+        pytest.raises(InputError, match="state_kind"),
+    ):
+        StateCache(window_bundle.states, 2, step=st, window=T, state_kind="banked")
