@@ -33,12 +33,12 @@ def validate_config(
     from edge_mer.config import describe_fields, load_config
 
     cfg = load_config(file, check_files=not no_files)
-    console.print(f"OK {file}")
+    console.print(f"OK {file}", markup=False)
     for line in cfg.summary():
-        console.print(f"  {line}")
+        console.print(f"  {line}", markup=False)
     if keys:
         for key, tp, default, desc in describe_fields():
-            console.print(f"  {key:<32} {tp:<34} {default:<18} {desc}")
+            console.print(f"  {key:<32} {tp:<34} {default:<18} {desc}", markup=False)
 
 
 @errors
