@@ -53,6 +53,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.pipeline: LivePipeline | None = None
+        self.metrics_server: MetricsServer | None = None
         self.reason = ""
         self.reloads = 0
 
@@ -88,6 +89,7 @@ class Daemon:
             if config.metrics.enabled:
                 host, _, port = config.metrics.bind.rpartition(":")
                 server = MetricsServer(metrics.registry, host or "127.0.0.1", int(port))
+                self.metrics_server = server
             while True:
                 self.reason = self._run_once(config, metrics)
                 if not self._reload.is_set() or self._stop.is_set():
@@ -129,6 +131,8 @@ class Daemon:
                 return
             next_beat = now + 0.1
             st = pipeline.capture.stats()
+            metrics.record_stages(pipeline.clock)
+            metrics.record_drops("ring", st.drops)
             streaming = st.state == "streaming"
             # Progress: frames through the loop, or the capture thread's retry loop turning
             # (its read timeouts and failed opens) while the camera is away.

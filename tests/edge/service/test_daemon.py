@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -133,14 +135,54 @@ def _daemon(bundle: Path, source: str, notify: str, *extra: str) -> subprocess.P
     )
 
 
-def test_ready_watchdog_status_then_stopping_on_sigterm(bundle: Path, tmp_path: Path) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(url: str, until: Callable[[dict[str, float]], bool], deadline: float) -> dict:
+    """Samples by name and labels (``name{a="x"}``), parsed by prometheus_client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    end = time.monotonic() + deadline
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        samples = {
+            s.name + "".join(f'{{{k}="{v}"}}' for k, v in sorted(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+        if until(samples) or time.monotonic() > end:
+            return samples
+        time.sleep(0.2)
+
+
+def test_ready_watchdog_status_metrics_then_stopping_on_sigterm(
+    bundle: Path, tmp_path: Path
+) -> None:
     sock, path = _notify_socket(tmp_path)
-    proc = _daemon(bundle, "synthetic://?seconds=600&fps=100&realtime=true", path)
+    port = _free_port()
+    proc = _daemon(
+        bundle,
+        "synthetic://?seconds=600&fps=100&realtime=true",
+        path,
+        "--metrics",
+        f"127.0.0.1:{port}",
+    )
     try:
         seen = _collect(sock, "READY=1", 60)
         assert any("READY=1" in m for m in seen), seen
         seen = _collect(sock, "WATCHDOG=1", 10)
         assert any("WATCHDOG=1" in m for m in seen), "no watchdog ping while frames flow"
+        # The endpoint of the running daemon: frames counted per frame, stage timings
+        # copied from the rings at 10 Hz.
+        encoder = 'edge_mer_stage_seconds_count{stage="encoder"}'
+        s = _scrape(f"http://127.0.0.1:{port}/metrics", lambda s: s.get(encoder, 0) > 5, 20)
+        assert s["edge_mer_frames_total"] > 5 and s[encoder] > 5, s
+        assert 'edge_mer_frames_dropped_total{stage="ring"}' in s
+        assert 'edge_mer_sink_emitted_total{sink="stdout"}' in s
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         seen = _collect(sock, "STOPPING=1", 10)
