@@ -87,34 +87,43 @@ def convert(
 
 
 def print_summary(manifest: dict, path: Path) -> None:
-    """The verification figures of a bundle, as a short report."""
-    v = manifest["verification"]
-    fp32 = v["fp32"]
-    console.print(f"[bold]{manifest['name']}[/bold]  {path}")
+    """The verification figures of a bundle, as a short report (figures a manifest does
+    not carry are left out)."""
+    v = manifest.get("verification") or {}
+    from rich.markup import escape
+
+    console.print(f"[bold]{escape(str(manifest['name']))}[/bold]  {escape(str(path))}")
     inp = manifest["input"]
     console.print(
         f"  input      {inp['height']}x{inp['width']}x{inp['channels']} uint8, "
         f"{inp['fps']:g} fps, window {inp['window']} frames; "
-        f"labels {', '.join(manifest['labels'])}"
+        f"labels {', '.join(manifest['labels'])}",
+        markup=False,
     )
-    console.print(
-        f"  FP32       max |PyTorch - ONNX| {fp32['max_abs_pytorch_vs_onnx']:.2e}, "
-        f"max |streaming - clip| {fp32['max_abs_streaming_vs_clip']:.2e} "
-        f"(tolerance {fp32['atol']:g}, {fp32['calibration_windows']} calibration "
-        "windows)"
-    )
-    if "int8" in v:
-        q = v["int8"]
-        floats = f", {len(q['float_layers'])} layer(s) kept in float" if q["float_layers"] else ""
+    fp32 = v.get("fp32") or {}
+    if fp32.get("max_abs_pytorch_vs_onnx") is not None:
+        console.print(
+            f"  FP32       max |PyTorch - ONNX| {fp32['max_abs_pytorch_vs_onnx']:.2e}, "
+            f"max |streaming - clip| {fp32.get('max_abs_streaming_vs_clip') or 0:.2e} "
+            f"(tolerance {fp32.get('atol') or 0:g}, {fp32.get('calibration_windows') or 0} "
+            "calibration windows)"
+        )
+    q = v.get("int8") or {}
+    if q.get("top1_agreement") is not None:
+        floats = q.get("float_layers") or []
+        kept = f", {len(floats)} layer(s) kept in float" if floats else ""
         console.print(
             f"  INT8       top-1 agreement {q['top1_agreement']:.3f} on "
-            f"{q['held_out_windows']} held-out windows (min {q['min_agreement']}), "
-            f"max prob diff {q['max_prob_diff']:.3f}{floats}"
+            f"{q.get('held_out_windows')} held-out windows (min {q.get('min_agreement')}), "
+            f"max prob diff {q.get('max_prob_diff') or 0:.3f}{kept}"
         )
-        lat = q["encoder_latency_ms"]
-        parts = [f"{k} {lat[k]:.3f} ms" for k in lat]
-        console.print(f"  encoder    {', '.join(parts)} (ONNX Runtime CPU, batch 1, median)")
-    console.print(f"  targets    {', '.join(f'{k}: {g}' for k, g in manifest['targets'].items())}")
+        lat = q.get("encoder_latency_ms") or {}
+        if lat:
+            parts = [f"{k} {lat[k]:.3f} ms" for k in lat]
+            console.print(f"  encoder    {', '.join(parts)} (ONNX Runtime CPU, batch 1, median)")
+    targets = manifest.get("targets") or {}
+    if targets:
+        console.print(f"  targets    {', '.join(f'{k}: {g}' for k, g in targets.items())}")
 
 
 @errors

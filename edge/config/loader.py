@@ -156,7 +156,7 @@ def describe_error(err: Any, model: type[BaseModel]) -> tuple[str, str]:
         return key, str(ctx.get("message", err["msg"]))
     if kind == "extra_forbidden":
         parent = _unwrap(annotation_at(model, loc[:-1]))
-        names = list(parent.model_fields) if _is_model(parent) else []
+        names = list(_fields(parent)) if _is_model(parent) else []
         close = suggest(str(loc[-1]), names)
         fix = f"did you mean {close!r}?" if close else f"valid keys: {', '.join(names)}"
         return key, f"unknown key; {fix}" if names else "unknown key"
@@ -172,6 +172,8 @@ def describe_error(err: Any, model: type[BaseModel]) -> tuple[str, str]:
     for bound, words in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         if bound in ctx and kind.endswith(("_than", "_than_equal")):
             return key, f"{value!r} is out of range: must be {words} {number(ctx[bound])}"
+    if kind == "finite_number":
+        return key, f"expected a finite number, {got}"
     if kind == "string_too_short" and ctx.get("min_length") == 1:
         return key, "must not be empty"
     if kind in ("too_short", "too_long") and typing.get_origin(_unwrap(tp)) is list:
@@ -230,8 +232,8 @@ def annotation_at(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
     for part in loc:
         tp = _unwrap(tp)
         origin, args = typing.get_origin(tp), typing.get_args(tp)
-        if _is_model(tp) and isinstance(part, str) and part in tp.model_fields:
-            tp = tp.model_fields[part].annotation
+        if _is_model(tp) and isinstance(part, str) and part in _fields(tp):
+            tp = _fields(tp)[part].annotation
         elif origin is tuple and isinstance(part, int):
             variadic = len(args) == 2 and args[1] is Ellipsis
             tp = args[0] if variadic else args[min(part, len(args) - 1)]
@@ -244,10 +246,15 @@ def annotation_at(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
     return tp
 
 
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key written in the file (the alias, where one is set)."""
+    return {f.alias or name: f for name, f in model.model_fields.items()}
+
+
 def _field_description(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     parent = _unwrap(annotation_at(model, loc[:-1]))
-    if _is_model(parent) and loc and loc[-1] in parent.model_fields:
-        return parent.model_fields[loc[-1]].description or ""
+    if _is_model(parent) and loc and loc[-1] in _fields(parent):
+        return _fields(parent)[loc[-1]].description or ""
     return ""
 
 

@@ -85,7 +85,7 @@ class TomlModel(BaseModel):
     table, so the message names the missing key inside it (``model.bundle``), not the table.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

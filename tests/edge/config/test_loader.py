@@ -72,6 +72,7 @@ def test_a_model_of_its_own_loads_with_paths_resolved(tmp_path: Path) -> None:
         ('name = "a"\ndata = "d"\nepochs = "3"\n', ":3: epochs", "expected an integer, got '3'"),
         ('name = "a"\ndata = "d"\nepochs = 2.0\n', ":3: epochs", "expected an integer, got 2.0"),
         ('name = "a"\ndata = "d"\nlr = true\n', ":3: lr", "expected a number, got True (bool)"),
+        ('name = "a"\ndata = "d"\nlr = inf\n', ":3: lr", "expected a finite number, got inf"),
         ('name = "a"\ndata = "d"\nepochs = 0\n', ":3: epochs", "0 is out of range: must be >= 1"),
         ('name = ""\ndata = "d"\n', ":1: name", "must not be empty"),
         ('name = "a"\ndata = 3\n', ":2: data", "expected a path (string), got 3 (int)"),
