@@ -72,7 +72,7 @@ def run(
             bundle, source, events=events, runner=runner, tables=tables, stdout=events is None
         )
 
-    daemon = Daemon(load, frames=frames, seconds=duration)
+    daemon = Daemon(load, frames=frames, seconds=duration, hard_stop=True)
     why = daemon.run()
     p = daemon.pipeline
     if p is None:

@@ -206,12 +206,16 @@ class LivePipeline:
         self._ids: list[int] = []
         self._closed = False
 
-    def __enter__(self) -> LivePipeline:
+    def start(self) -> None:
+        """Activate the runners, warm them up, start capturing (what entering does)."""
         self.encoder.activate()
         self.step.activate()
         self.cache.check_runner()
         self.warm_up()
         self.capture.start()
+
+    def __enter__(self) -> LivePipeline:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
