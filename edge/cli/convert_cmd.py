@@ -63,6 +63,10 @@ def convert(
     ] = False,
 ) -> None:
     """Checkpoint -> verified ONNX graphs (encoder, step, clip) -> INT8 encoder -> bundle."""
+    from edge_mer.errors import require
+
+    needs = ("torch", "onnx", "onnxruntime", "safetensors") + (("cv2",) if calib else ())
+    require(*needs, purpose="edge-mer convert", host=True)
     from edge_mer.convert.pipeline import ConvertOptions
     from edge_mer.convert.pipeline import convert as run_convert
 
@@ -165,10 +169,12 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
 ) -> None:
     """Two-stage training of the reference CNN-LSTM on a CASME II-layout folder."""
+    from edge_mer.errors import InputError, require
+
+    require("torch", "safetensors", "cv2", purpose="edge-mer train", host=True)
     from edge_mer.convert.checkpoint import read_json
     from edge_mer.convert.train import TrainOptions
     from edge_mer.convert.train import train as run_train
-    from edge_mer.errors import InputError
 
     if out.exists() and not force:
         raise InputError(f"--out {str(out)!r} exists; pass --force to overwrite it")

@@ -63,10 +63,16 @@ def select_runner(
     unavailable: dict[str, str] = {}
     if runner in ("auto", "tensorrt"):
         try:
+            from edge_mer.runners.tensorrt.device import TensorRTMissingError
             from edge_mer.runners.trt import TrtRunner
 
             if importlib.util.find_spec("tensorrt") is None and facts is None:
-                raise RunnerError("tensorrt is not importable (it comes with JetPack)")
+                # Not installed: the user's to fix (exit 2); ``auto`` falls back to ORT.
+                raise TensorRTMissingError(
+                    "the TensorRT runner needs TensorRT, which is not importable here: on a "
+                    "Jetson it comes with JetPack (python3-libnvinfer; a venv made with "
+                    "--system-site-packages sees it)"
+                )
             if encoder_graph is not None:
                 _check_trt_graph(bundle, encoder_graph)
             enc = TrtRunner.from_bundle(bundle, "encoder", facts=facts, engines_dir=engines_dir)
