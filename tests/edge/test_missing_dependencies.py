@@ -9,6 +9,7 @@ in a real venv with the wheel and no extras.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -196,6 +197,10 @@ def test_base_install_every_command(files: dict[str, Path]) -> None:
 def test_one_module_missing(
     files: dict[str, Path], hidden: str, commands: list[list[str]], words: list[str]
 ) -> None:
+    # What the commands check before the hidden module must be there (the dev install).
+    for other in {"torch", "onnx", "onnxruntime", "safetensors", "cv2"} - {hidden}:
+        if importlib.util.find_spec(other) is None:
+            pytest.skip(f"{other} is not installed: {hidden!r} alone cannot be the one missing")
     b = str(files["bundle"])
     commands = [[a.replace("{b}", b) for a in args] for args in commands]
     for result in run_without(hidden, commands, files["root"]):
