@@ -95,22 +95,6 @@ def missing_dependency(exc: ImportError, purpose: str, *, host: bool) -> InputEr
     return MissingDependencyError(package, extra, purpose)
 
 
-class VerificationError(EdgeMerError):
-    """An exported graph does not compute what the PyTorch model computes."""
-
-
-class NonFiniteError(InputError):
-    """NaN or Inf in a model's outputs: the weights (or the input) are broken."""
-
-
-class QuantizationError(EdgeMerError):
-    """INT8 calibration could not reach the requested agreement with FP32."""
-
-
-class EngineError(EdgeMerError):
-    """A TensorRT engine that cannot be built, or cannot be loaded on this device."""
-
-
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported here (found, not imported)."""
     try:
@@ -126,3 +110,19 @@ def require(*modules: str, purpose: str, host: bool = False) -> None:
         if not installed(module):
             error = missing_dependency(ModuleNotFoundError(name=module), purpose, host=host)
             raise error or InputError(f"{purpose} needs {module!r}, which is not installed")
+
+
+class VerificationError(EdgeMerError):
+    """An exported graph does not compute what the PyTorch model computes."""
+
+
+class NonFiniteError(InputError):
+    """NaN or Inf in a model's outputs: the weights (or the input) are broken."""
+
+
+class QuantizationError(EdgeMerError):
+    """INT8 calibration could not reach the requested agreement with FP32."""
+
+
+class EngineError(EdgeMerError):
+    """A TensorRT engine that cannot be built, or cannot be loaded on this device."""

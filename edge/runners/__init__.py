@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 __all__ = ["RUNNERS", "Runner", "RunnerError", "Selection", "select_runner", "state_pairs"]
 
 RUNNERS = ("auto", "tensorrt", "onnxruntime")
+TENSORRT_RUNNER_MISSING = (
+    "the TensorRT runner needs TensorRT, which is not importable here: on a Jetson it comes "
+    "with JetPack (python3-libnvinfer); use a venv made with --system-site-packages"
+)
 
 
 @dataclass
@@ -67,12 +71,7 @@ def select_runner(
             from edge_mer.runners.trt import TrtRunner
 
             if importlib.util.find_spec("tensorrt") is None and facts is None:
-                # Not installed: the user's to fix (exit 2); ``auto`` falls back to ORT.
-                raise TensorRTMissingError(
-                    "the TensorRT runner needs TensorRT, which is not importable here: on a "
-                    "Jetson it comes with JetPack (python3-libnvinfer; a venv made with "
-                    "--system-site-packages sees it)"
-                )
+                raise TensorRTMissingError(TENSORRT_RUNNER_MISSING)  # exit 2 when asked for
             if encoder_graph is not None:
                 _check_trt_graph(bundle, encoder_graph)
             enc = TrtRunner.from_bundle(bundle, "encoder", facts=facts, engines_dir=engines_dir)
