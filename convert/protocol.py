@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from edge_mer.errors import ModelProtocolError
+from edge_mer.manifest import STATE_KINDS
 
 __all__ = ["STATE_KINDS", "model_spec", "model_state_kind", "probe_protocol"]
 
 _PROTOCOL = ("encode", "step", "init_state", "forward")
-STATE_KINDS = ("recurrent", "window")
 _PROBE_STEPS = 3  # a state that changes shape shows up within a few steps
 
 

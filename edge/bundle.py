@@ -21,17 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from edge_mer.errors import BundleError, InputError
+from edge_mer.manifest import GRAPH_NAMES, SCHEMA, STATE_KINDS, Manifest, validate_manifest
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
+__all__ = [
+    "GRAPH_NAMES",
+    "MANIFEST",
+    "SCHEMA",
+    "STATE_KINDS",
+    "Bundle",
+    "BundleWriter",
+    "StateSpec",
+    "sha256_file",
+    "write_atomic",
+]
+
 MANIFEST = "manifest.json"
-GRAPH_NAMES = ("encoder", "step", "clip")
-_REQUIRED_KEYS = ("schema", "name", "labels", "input", "state", "graphs", "verification")
-_INPUT_KEYS = ("height", "width", "channels", "fps", "window")
-# "recurrent" (absent = recurrent): T/stride staggered state banks per track reproduce the
-# clip; "window": the state after T steps depends only on those T frames, one row per track.
-STATE_KINDS = ("recurrent", "window")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -73,12 +79,17 @@ class StateSpec:
 
 
 class Bundle:
-    """A verified bundle on disk. Construct with :meth:`open`."""
+    """A verified bundle on disk. Construct with :meth:`open`.
+
+    ``manifest`` is the JSON as read (every key, a newer writer's too); ``spec`` is the
+    same manifest validated (:class:`~edge_mer.manifest.Manifest`), the typed view.
+    """
 
     def __init__(self, path: Path, manifest: dict[str, Any], manifest_sha256: str) -> None:
         self.path = path
         self.manifest = manifest
         self.manifest_sha256 = manifest_sha256
+        self.spec: Manifest = _check_manifest(manifest, path / MANIFEST)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Bundle:
@@ -104,7 +115,6 @@ class Bundle:
             manifest = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{str(mpath)!r} is not valid JSON ({exc}); convert again") from None
-        _check_manifest(manifest, mpath)
         bundle = cls(root, manifest, hashlib.sha256(raw).hexdigest())
         if verify_hashes:
             bundle.verify()
@@ -145,14 +155,11 @@ class Bundle:
     @property
     def state_kind(self) -> str:
         """``"recurrent"`` (the default when the manifest has none) or ``"window"``."""
-        return str(self.manifest.get("state_kind", "recurrent"))
+        return self.spec.state_kind
 
     @property
     def states(self) -> list[StateSpec]:
-        return [
-            StateSpec(s["name"], tuple(s["shape"]), s.get("dtype", "float32"))
-            for s in self.manifest["state"]
-        ]
+        return [StateSpec(s.name, tuple(s.shape), s.dtype) for s in self.spec.state]
 
     def graph_path(self, name: str) -> Path:
         """Path of graph ``name`` (``encoder``, ``step``, ``clip``, ``encoder_int8``...)."""
@@ -164,32 +171,11 @@ class Bundle:
         return self.path / graphs[name]["path"]
 
 
-def _check_manifest(m: Any, mpath: Path) -> None:
-    def bad(what: str) -> BundleError:
-        return BundleError(f"{str(mpath)!r}: {what}; convert again with this edge-mer")
-
-    if not isinstance(m, dict):
-        raise bad("the manifest is not a JSON object")
-    missing = [k for k in _REQUIRED_KEYS if k not in m]
-    if missing:
-        raise bad(f"missing keys {missing}")
-    if m["schema"] != SCHEMA:
-        raise bad(f"schema {m['schema']!r} is not the supported schema {SCHEMA}")
-    if not isinstance(m["input"], dict) or any(k not in m["input"] for k in _INPUT_KEYS):
-        raise bad(f"'input' must hold {list(_INPUT_KEYS)}")
-    if not isinstance(m["labels"], list) or not m["labels"]:
-        raise bad("'labels' must be a non-empty list")
-    if m.get("state_kind", "recurrent") not in STATE_KINDS:
-        raise bad(f"'state_kind' {m['state_kind']!r} is not one of {list(STATE_KINDS)}")
-    for gname in GRAPH_NAMES:
-        if gname not in m["graphs"]:
-            raise bad(f"graph {gname!r} is not listed")
-    for name, entry in {**m["graphs"], **m.get("artifacts", {})}.items():
-        if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
-            raise bad(f"entry {name!r} needs 'path' and 'sha256'")
-        rel = Path(entry["path"])
-        if rel.is_absolute() or ".." in rel.parts:
-            raise bad(f"entry {name!r} path {entry['path']!r} leaves the bundle directory")
+def _check_manifest(m: Any, mpath: Path) -> Manifest:
+    spec, problem = validate_manifest(m)
+    if spec is None:
+        raise BundleError(f"{str(mpath)!r}: {problem}; convert again with this edge-mer")
+    return spec
 
 
 class BundleWriter:
@@ -237,8 +223,9 @@ class BundleWriter:
         return {"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size, **extra}
 
     def commit(self, manifest: dict[str, Any]) -> Path:
-        """Write the manifest last, then swap the staging directory into ``target``."""
-        _check_manifest(manifest, self.target / MANIFEST)
+        """Write the manifest last, then swap the staging directory into ``target``.
+        The manifest is validated as a reader will see it (after a JSON round trip)."""
+        _check_manifest(json.loads(json.dumps(manifest)), self.target / MANIFEST)
         write_atomic(self.staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False))
         old = None
         if self.target.exists():

@@ -68,16 +68,33 @@ fi
 step "base install, no extras: a command that needs an extra names it (exit 2, one line)"
 "$PYTHON" -m venv "$WORK/base"
 pipq "$WORK/base/bin/pip" install "$WHEEL"
-set +e
-out=$(cd "$WORK" && "$WORK/base/bin/edge-mer" run --bundle bundle \
-    --source 'synthetic://?seconds=1' 2>&1)
-rc=$?
-set -e
-echo "$out"
-if [ $rc -ne 2 ] || [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ] \
-    || ! grep -q "edge-mer\[" <<<"$out"; then
-    echo "FAIL: expected one line naming the extra and exit 2, got exit $rc" >&2
-    exit 1
-fi
+B="$WORK/base/bin/edge-mer"
+# expect_extra EXTRA ARGS...: exit 2 and exactly one stderr line naming edge-mer[EXTRA].
+expect_extra() {
+    local extra=$1 out rc
+    shift
+    set +e
+    out=$(cd "$WORK" && "$B" "$@" 2>&1 >/dev/null)
+    rc=$?
+    set -e
+    echo "edge-mer $1: $out"
+    if [ $rc -ne 2 ] || [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ] \
+        || ! grep -qF "edge-mer[$extra]" <<<"$out"; then
+        echo "FAIL: edge-mer $*: expected one line naming edge-mer[$extra] and exit 2, got exit $rc" >&2
+        exit 1
+    fi
+}
+expect_extra cpu run --bundle bundle --source 'synthetic://?seconds=1'
+expect_extra cpu bench bundle --frames 20
+expect_extra cpu validate-config daemon.toml
+expect_extra convert synth --out base-clips
+expect_extra convert convert model.safetensors --out base-bundle
+# What needs no extra works in the base install.
+(
+    cd "$WORK"
+    "$B" inspect bundle >/dev/null
+    "$B" validate-config --no-files daemon.toml >/dev/null
+    "$B" doctor >/dev/null
+)
 
 step "installed-package smoke passed"

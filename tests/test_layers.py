@@ -3,7 +3,8 @@
 - the core (``edge_mer`` without ``convert`` and ``calibration``) never imports ``convert``,
   ``calibration`` or torch at module level, and no core module imports torch anywhere;
 - the pipeline stages and the runners never import the service, the bench or the CLI;
-- the shared contracts (errors, bundle, metrics, streaming, config) import only each other;
+- the shared contracts (errors, bundle, manifest, metrics, streaming, config) import only
+  each other;
 - ``convert -> calibration -> core``: calibration never imports convert.
 
 Module level means the import runs when the module is imported (also inside ``if`` or
@@ -22,7 +23,7 @@ import pytest
 from tests import REPO
 
 FOLDERS = {"edge": "edge_mer", "convert": "edge_mer.convert", "calibration": "edge_mer.calibration"}
-CONTRACTS = ("errors", "bundle", "metrics", "streaming", "config")
+CONTRACTS = ("errors", "bundle", "manifest", "metrics", "streaming", "config")
 
 
 def module_name(path: Path) -> str:

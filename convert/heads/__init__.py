@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["STATE_KINDS", "TemporalHead"]
+from edge_mer.manifest import STATE_KINDS
 
-STATE_KINDS = ("recurrent", "window")
+__all__ = ["STATE_KINDS", "TemporalHead"]
 
 
 class TemporalHead(nn.Module):

@@ -19,7 +19,6 @@ what of them goes to disk.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import logging
 import platform
@@ -395,7 +394,10 @@ def _config(bundle: Bundle, source: str, runner: str, face: str, opts: BenchOpti
         },
     )
     if replay:
-        config = dataclasses.replace(config, source=dataclasses.replace(config.source, uri=source))
+        # The replay's URI is not a user's: set it past the config's scheme check.
+        config = config.model_copy(
+            update={"source": config.source.model_copy(update={"uri": source})}
+        )
     return config
 
 

@@ -54,6 +54,8 @@ def bench(
 
     from edge_mer.bench.report import ensure_writable, write_json, write_markdown
     from edge_mer.bench.run import BenchOptions, run_bench
+    from edge_mer.errors import installed, require
+    from edge_mer.pipeline.preprocess import import_cv2
 
     opts = BenchOptions(
         source=source,
@@ -67,6 +69,10 @@ def bench(
     )
     opts.check()
     ensure_writable([json_out, markdown, plot])
+    import_cv2("edge-mer bench")  # every frame is resized with it; say so before any run
+    # A runner that cannot run here is a row that says why; with none at all, nothing runs.
+    if not any(installed(r) for r in opts.runners):
+        require(opts.runners[0], purpose="edge-mer bench")
     if plot is not None:
         from edge_mer.bench.plots import require_matplotlib
 

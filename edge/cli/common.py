@@ -10,9 +10,11 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from edge_mer.errors import EdgeMerError
+from edge_mer.errors import EdgeMerError, missing_dependency
 
 DEBUG = False
+#: Commands that run on the host, where `[convert]` brings every module they use.
+HOST_COMMANDS = ("demo", "synth", "train", "convert")
 # soft_wrap: no hard line breaks at 80 columns when the output is a pipe or a log file.
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -23,8 +25,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def errors(fn: F) -> F:
     """Map edge-mer errors to one line on stderr and their exit code (2 bad input, 1 failure).
 
-    With ``--debug`` the traceback is shown instead.
+    An optional module that is not installed (torch, onnxruntime, cv2, paho, matplotlib,
+    TensorRT...) is bad input too: one line naming the extra to install, exit 2, wherever
+    in the command the import happens. With ``--debug`` the traceback is shown instead.
     """
+    command = fn.__name__.replace("_", "-")
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -35,6 +40,12 @@ def errors(fn: F) -> F:
                 raise
             print(f"edge-mer: error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
+        except ModuleNotFoundError as exc:
+            missing = missing_dependency(exc, f"edge-mer {command}", host=command in HOST_COMMANDS)
+            if missing is None or DEBUG:
+                raise
+            print(f"edge-mer: error: {missing}", file=sys.stderr)
+            raise typer.Exit(missing.exit_code) from None
         except KeyboardInterrupt:
             print("edge-mer: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None

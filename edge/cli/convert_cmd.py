@@ -63,6 +63,10 @@ def convert(
     ] = False,
 ) -> None:
     """Checkpoint -> verified ONNX graphs (encoder, step, clip) -> INT8 encoder -> bundle."""
+    from edge_mer.errors import require
+
+    needs = ("torch", "onnx", "onnxruntime", "safetensors") + (("cv2",) if calib else ())
+    require(*needs, purpose="edge-mer convert", host=True)
     from edge_mer.convert.pipeline import ConvertOptions
     from edge_mer.convert.pipeline import convert as run_convert
 
@@ -87,27 +91,35 @@ def convert(
 
 
 def print_summary(manifest: dict, path: Path) -> None:
-    """The verification figures of a bundle, as a short report."""
-    v = manifest["verification"]
-    fp32 = v["fp32"]
-    console.print(f"[bold]{manifest['name']}[/bold]  {path}")
+    """The verification figures of a bundle, as a short report (figures a manifest does
+    not carry are left out)."""
+    v = manifest.get("verification") or {}
+    from rich.markup import escape
+
+    console.print(f"[bold]{escape(str(manifest['name']))}[/bold]  {escape(str(path))}")
     inp = manifest["input"]
     console.print(
         f"  input      {inp['height']}x{inp['width']}x{inp['channels']} uint8, "
         f"{inp['fps']:g} fps, window {inp['window']} frames; "
-        f"labels {', '.join(manifest['labels'])}"
+        f"labels {', '.join(manifest['labels'])}",
+        markup=False,
     )
     kind = manifest.get("state_kind", "recurrent")
     cost = manifest.get("cost")
     if cost:
+
+        def n(key: str) -> str:
+            return f"{cost[key]:,}" if cost.get(key) is not None else "?"
+
+        rows = cost.get("step_rows_per_frame")
         console.print(
-            f"  state      {kind} state, {cost['step_rows_per_frame']} step row"
-            f"{'s' * (cost['step_rows_per_frame'] != 1)} per frame per track, "
-            f"{cost['state_bytes_per_track']:,} bytes per track"
+            f"  state      {kind} state, {n('step_rows_per_frame')} step row"
+            f"{'s' * (rows != 1)} per frame per track, "
+            f"{n('state_bytes_per_track')} bytes per track"
         )
         console.print(
-            f"  cost       {cost['params']:,} parameters; MACs: encoder "
-            f"{cost['encoder_macs_per_frame']:,} per frame, step {cost['step_macs']:,} per row"
+            f"  cost       {n('params')} parameters; MACs: encoder "
+            f"{n('encoder_macs_per_frame')} per frame, step {n('step_macs')} per row"
         )
     else:
         console.print(f"  state      {kind}")
@@ -118,24 +130,30 @@ def print_summary(manifest: dict, path: Path) -> None:
             f"{w['histories'][1]} frames end {w['max_abs_between_histories']:.2e} apart, "
             f"{w['max_abs_vs_clip']:.2e} from the clip graph"
         )
-    console.print(
-        f"  FP32       max |PyTorch - ONNX| {fp32['max_abs_pytorch_vs_onnx']:.2e}, "
-        f"max |streaming - clip| {fp32['max_abs_streaming_vs_clip']:.2e} "
-        f"(tolerance {fp32['atol']:g}, {fp32['calibration_windows']} calibration "
-        "windows)"
-    )
-    if "int8" in v:
-        q = v["int8"]
-        floats = f", {len(q['float_layers'])} layer(s) kept in float" if q["float_layers"] else ""
+    fp32 = v.get("fp32") or {}
+    if fp32.get("max_abs_pytorch_vs_onnx") is not None:
+        console.print(
+            f"  FP32       max |PyTorch - ONNX| {fp32['max_abs_pytorch_vs_onnx']:.2e}, "
+            f"max |streaming - clip| {fp32.get('max_abs_streaming_vs_clip') or 0:.2e} "
+            f"(tolerance {fp32.get('atol') or 0:g}, {fp32.get('calibration_windows') or 0} "
+            "calibration windows)"
+        )
+    q = v.get("int8") or {}
+    if q.get("top1_agreement") is not None:
+        floats = q.get("float_layers") or []
+        kept = f", {len(floats)} layer(s) kept in float" if floats else ""
         console.print(
             f"  INT8       top-1 agreement {q['top1_agreement']:.3f} on "
-            f"{q['held_out_windows']} held-out windows (min {q['min_agreement']}), "
-            f"max prob diff {q['max_prob_diff']:.3f}{floats}"
+            f"{q.get('held_out_windows')} held-out windows (min {q.get('min_agreement')}), "
+            f"max prob diff {q.get('max_prob_diff') or 0:.3f}{kept}"
         )
-        lat = q["encoder_latency_ms"]
-        parts = [f"{k} {lat[k]:.3f} ms" for k in lat]
-        console.print(f"  encoder    {', '.join(parts)} (ONNX Runtime CPU, batch 1, median)")
-    console.print(f"  targets    {', '.join(f'{k}: {g}' for k, g in manifest['targets'].items())}")
+        lat = q.get("encoder_latency_ms") or {}
+        if lat:
+            parts = [f"{k} {lat[k]:.3f} ms" for k in lat]
+            console.print(f"  encoder    {', '.join(parts)} (ONNX Runtime CPU, batch 1, median)")
+    targets = manifest.get("targets") or {}
+    if targets:
+        console.print(f"  targets    {', '.join(f'{k}: {g}' for k, g in targets.items())}")
 
 
 @errors
@@ -206,10 +224,12 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
 ) -> None:
     """Two-stage training (CNN on frames, then the temporal head on cached features)."""
+    from edge_mer.errors import InputError, require
+
+    require("torch", "safetensors", "cv2", purpose="edge-mer train", host=True)
     from edge_mer.convert.checkpoint import read_json
     from edge_mer.convert.train import TrainOptions
     from edge_mer.convert.train import train as run_train
-    from edge_mer.errors import InputError
 
     if out.exists() and not force:
         raise InputError(f"--out {str(out)!r} exists; pass --force to overwrite it")

@@ -19,13 +19,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed for clips and training.")] = 0,
 ) -> None:
     """Synthetic clips -> tiny CNN-LSTM -> convert --int8 -> report. No camera, no dataset."""
-    from edge_mer.errors import MissingDependencyError
+    from edge_mer.errors import require
 
-    try:
-        from edge_mer.convert.demo import run_demo
-    except ModuleNotFoundError as exc:
-        raise MissingDependencyError(exc.name or "torch", "convert", "the demo") from None
+    needs = ("torch", "onnx", "onnxruntime", "safetensors", "cv2")
+    require(*needs, purpose="edge-mer demo", host=True)
     from edge_mer.cli.convert_cmd import print_summary
+    from edge_mer.convert.demo import run_demo
 
     result = run_demo(out, seed=seed, say=StageLog())
     t = result["train"]

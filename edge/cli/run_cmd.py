@@ -51,6 +51,7 @@ def run(
     from edge_mer.config import config_from_args, load_config
     from edge_mer.errors import InputError
     from edge_mer.service.daemon import Daemon
+    from edge_mer.service.doctor import check_requirements
 
     if config is not None and (bundle is not None or source is not None):
         raise InputError("give either --config FILE or --bundle and --source, not both")
@@ -60,6 +61,11 @@ def run(
         raise InputError("give --frames or --duration, not both")
 
     def load():
+        cfg = _load()
+        check_requirements(cfg)  # one line naming the extra, before any runner is built
+        return cfg
+
+    def _load():
         if config is not None:
             return load_config(config)
         tables: dict = {
@@ -72,7 +78,7 @@ def run(
             bundle, source, events=events, runner=runner, tables=tables, stdout=events is None
         )
 
-    daemon = Daemon(load, frames=frames, seconds=duration)
+    daemon = Daemon(load, frames=frames, seconds=duration, hard_stop=True)
     why = daemon.run()
     p = daemon.pipeline
     if p is None:

@@ -22,7 +22,9 @@ def validate_config(
     no_files: Annotated[
         bool,
         typer.Option(
-            "--no-files", help="Check syntax, keys and values only; do not open the bundle."
+            "--no-files",
+            help="Check syntax, keys and values only; do not open the bundle or check that "
+            "what the config turns on is installed here.",
         ),
     ] = False,
     debug: Debug = False,
@@ -31,14 +33,17 @@ def validate_config(
     if debug:
         common.DEBUG = True
     from edge_mer.config import describe_fields, load_config
+    from edge_mer.service.doctor import check_requirements
 
     cfg = load_config(file, check_files=not no_files)
-    console.print(f"OK {file}")
+    if not no_files:  # a config for this machine: what it turns on must be installed here
+        check_requirements(cfg)
+    console.print(f"OK {file}", markup=False)
     for line in cfg.summary():
-        console.print(f"  {line}")
+        console.print(f"  {line}", markup=False)
     if keys:
         for key, tp, default, desc in describe_fields():
-            console.print(f"  {key:<32} {tp:<34} {default:<18} {desc}")
+            console.print(f"  {key:<32} {tp:<34} {default:<18} {desc}", markup=False)
 
 
 @errors
@@ -84,6 +89,9 @@ def install_service(
             "install-service needs --config FILE, or --bundle B and --source URI "
             "(e.g. --bundle /opt/edge-mer/bundle --source v4l2:///dev/video0)"
         )
+    from edge_mer.service.doctor import check_requirements
+
+    check_requirements(cfg)  # the service would fail at its first start
     plan = plan_install(cfg, user=user, prefix=prefix)
     if dry_run:
         console.print(f"# would write {plan.config_path}")

@@ -42,6 +42,9 @@ def synth(
 ) -> None:
     """Write synthetic micro-expression clips for demos, INT8 calibration and tests."""
     _validate(out, subjects, clips_per_emotion, fps, size, seed, stream_seconds, force)
+    from edge_mer.errors import require
+
+    require("cv2", purpose="edge-mer synth", host=True)  # it writes the videos and images
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edge_mer.calibration.synth_io import synthesize

@@ -53,6 +53,11 @@ class StageClock:
         self._values[stage][n % self.keep] = seconds
         self._count[stage] = n + 1
 
+    def rings(self) -> list[tuple[str, int, np.ndarray]]:
+        """(stage, samples recorded so far, ring) per stage; sample ``i`` is at
+        ``ring[i % keep]`` until ``keep`` newer ones overwrite it. Read, don't write."""
+        return [(s, self._count[s], self._values[s]) for s in STAGES]
+
     def summary(self, *, samples: bool = False) -> dict[str, dict[str, Any]]:
         """Per stage seen: count, mean, p50, p90, p95, p99, max (ms) over the kept samples.
 
@@ -202,12 +207,16 @@ class LivePipeline:
         self._ids: list[int] = []
         self._closed = False
 
-    def __enter__(self) -> LivePipeline:
+    def start(self) -> None:
+        """Activate the runners, warm them up, start capturing (what entering does)."""
         self.encoder.activate()
         self.step.activate()
         self.cache.check_runner()
         self.warm_up()
         self.capture.start()
+
+    def __enter__(self) -> LivePipeline:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -250,7 +259,7 @@ class LivePipeline:
         )
         self.sink.emit(record)
         self.events += 1
-        self.metrics.events.inc(1, record["type"])
+        self.metrics.events.labels(record["type"]).inc()
         self.metrics.event_latency.observe(record["latency_ms"] / 1e3)
         self.records.append(record)
         if self.on_event is not None:

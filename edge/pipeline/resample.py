@@ -12,7 +12,10 @@ over the capture timestamps and tells, for each arriving frame, how many ticks i
 - a gap longer than ``max_gap`` seconds (camera stall, reconnect) restarts the grid at
   the new frame instead of repeating one frame for the whole gap; it is counted in
   ``gaps`` and :attr:`FrameResampler.restarted` tells the caller to reset its state;
-- a timestamp that does not advance (duplicate or backwards) is skipped and counted.
+- a timestamp that does not advance (duplicate or backwards) is skipped and counted;
+- one frame never fills more than :attr:`FrameResampler.max_ticks` ticks (what a gap of
+  ``max_gap`` can need, at most :data:`MAX_TICKS_PER_FRAME`): a frame that would is
+  handled as a gap, so no timestamp can make the frame loop spin inside one frame.
 
 Causal, no look-ahead: a frame takes every pending tick up to ``ts + interval / 2``, where
 ``interval`` is the camera's frame interval (a running median-free estimate: an
@@ -25,7 +28,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["FrameResampler"]
+__all__ = ["MAX_TICKS_PER_FRAME", "FrameResampler"]
+
+#: The most model ticks one camera frame may fill, whatever the rates.
+MAX_TICKS_PER_FRAME = 4096
 
 
 class FrameResampler:
@@ -38,6 +44,10 @@ class FrameResampler:
         self.period = 1.0 / self.model_fps
         self.max_gap = float(max_gap)
         self.smoothing = float(smoothing)
+        # A frame within max_gap of the last one fills at most (gap + interval/2) * fps
+        # ticks, interval <= max_gap: more means a broken clock, handled as a gap.
+        need = math.ceil(1.5 * self.max_gap * self.model_fps) + 1
+        self.max_ticks = max(1, min(MAX_TICKS_PER_FRAME, need))
         self.reset()
 
     def reset(self) -> None:
@@ -68,26 +78,29 @@ class FrameResampler:
             self.backwards += 1
             self.skipped += 1
             return 0
-        if last is None or ts - last > self.max_gap:
-            if last is not None:
-                self.gaps += 1
-            self._t0, self._next, self._last_ts = ts, 1, ts
-            self.restarted = True
-            self.kept += 1
-            return 1
-        dt = ts - last
-        self.interval = (
-            dt if self.interval == 0.0 else self.interval + self.smoothing * (dt - self.interval)
-        )
-        self._last_ts = ts
-        # Ticks at or before ts + interval/2 are nearer to this frame than to the next one.
-        horizon = ts + 0.5 * self.interval - self._t0  # type: ignore[operator]
-        last_tick = math.floor(horizon * self.model_fps + 1e-9)
-        count = max(0, last_tick + 1 - self._next)
-        self._next += count
-        if count == 0:
-            self.skipped += 1
-        else:
-            self.kept += 1
-            self.repeated += count - 1
-        return count
+        if last is not None and ts - last <= self.max_gap:
+            dt = ts - last
+            interval = (
+                dt
+                if self.interval == 0.0
+                else self.interval + self.smoothing * (dt - self.interval)
+            )
+            # Ticks at or before ts + interval/2 are nearer to this frame than to the next one.
+            horizon = ts + 0.5 * interval - self._t0  # type: ignore[operator]
+            count = max(0, math.floor(horizon * self.model_fps + 1e-9) + 1 - self._next)
+            if count <= self.max_ticks:
+                self.interval, self._last_ts = interval, ts
+                self._next += count
+                if count == 0:
+                    self.skipped += 1
+                else:
+                    self.kept += 1
+                    self.repeated += count - 1
+                return count
+            # More ticks than a gap of max_gap can need: a broken clock, handled as a gap.
+        if last is not None:
+            self.gaps += 1
+        self._t0, self._next, self._last_ts = ts, 1, ts
+        self.restarted = True
+        self.kept += 1
+        return 1

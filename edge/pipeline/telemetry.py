@@ -1,267 +1,195 @@
-"""Prometheus text exposition (format 0.0.4) without prometheus_client, and SoC temperature.
+"""Prometheus metrics with prometheus_client, served on loopback; and SoC temperature.
 
-Metrics are updated from the pipeline threads (a lock each, no allocation after a label
-combination's first use) and rendered by a stdlib HTTP server thread bound to 127.0.0.1
-by default: the service publishes nothing to the network unless told to.
+:class:`RuntimeMetrics` owns a :class:`~prometheus_client.CollectorRegistry` of its own
+(never the process-global one), so two pipelines in one process do not collide. What the
+frame loop updates per frame (``frames``, ``frame_latency``) are prometheus_client metrics
+whose update allocates nothing that outlives the call (``tests/edge/pipeline/test_live.py``
+measures it); per-stage timings are copied at a low rate from the pipeline's preallocated
+rings (:meth:`RuntimeMetrics.record_stages`); sink counters and the SoC temperature are read
+at scrape time by a collector, and an absent sensor is absent from the output, not 0.
+
+:class:`MetricsServer` serves prometheus_client's WSGI app (content negotiation, gzip) from
+a daemon thread bound to 127.0.0.1 by default: the service publishes nothing to the
+network unless told to.
 """
 
 from __future__ import annotations
 
-import bisect
 import glob
-import itertools
 import logging
-import math
 import os
+import socket
 import threading
-from collections.abc import Callable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    make_wsgi_app,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edge_mer.errors import InputError
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "CONTENT_TYPE",
+    "LATENCY_BUCKETS_S",
+    "STAGE_BUCKETS_S",
+    "MetricsServer",
+    "RuntimeMetrics",
+    "read_soc_temperature",
+    "read_thermal_zones",
+]
+
+#: What a plain scrape (no Accept header) gets: the text format 0.0.4, as before.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STAGE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
-def _fmt(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
+class _ScrapeTime:
+    """Collects, at scrape time, values that live elsewhere: sink counters, temperature."""
+
+    def __init__(self, thermal_root: str) -> None:
+        self.thermal_root = thermal_root
+        self.sinks: dict[str, Any] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "emitted": CounterMetricFamily(
+                "edge_mer_sink_emitted", "Records delivered, by sink.", labels=["sink"]
+            ),
+            "dropped": CounterMetricFamily(
+                "edge_mer_sink_dropped", "Records given up, by sink.", labels=["sink"]
+            ),
+            "errors": CounterMetricFamily(
+                "edge_mer_sink_errors", "Sink failures.", labels=["sink"]
+            ),
+        }
+        for name, sink in list(self.sinks.items()):
+            for attr, family in families.items():
+                value = _probe(lambda s=sink, a=attr: getattr(s, a), f"sink {name} {attr}")
+                if value is not None:
+                    family.add_metric([name], value)
+        yield from families.values()
+        temperature = GaugeMetricFamily(
+            "edge_mer_soc_temperature_celsius",
+            "SoC temperature; absent where the board exposes none.",
+        )
+        t = _probe(lambda: read_soc_temperature(self.thermal_root), "temperature")
+        if t is not None:
+            temperature.add_metric([], t)
+        yield temperature
+
+    def describe(self) -> list[Metric]:
+        return []  # names are fixed above; nothing to check against other collectors
 
 
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-class _Metric:
-    kind = ""
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        self.name = name
-        self.help = help
-        self.labelnames = tuple(labelnames)
-        self._lock = threading.Lock()
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def labels(self, *values: Any) -> Any:
-        """The child for these label values (created once, then reused)."""
-        key = tuple(str(v) for v in values)
-        child = self._children.get(key)
-        if child is None:
-            if len(key) != len(self.labelnames):
-                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {key}")
-            with self._lock:
-                child = self._children.setdefault(key, self._new_child())
-        return child
-
-    def _new_child(self) -> Any:
-        raise NotImplementedError
-
-    def _default(self) -> Any:
-        return self.labels()
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        for key, child in list(self._children.items()):
-            out.extend(self._render_child(key, child))
-        return out
-
-    def _render_child(self, key: tuple[str, ...], child: Any) -> list[str]:
-        raise NotImplementedError
-
-
-class _Value:
-    __slots__ = ("fn", "value")
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        self.fn: Callable[[], float | None] | None = None
-
-
-class Counter(_Metric):
-    """Monotonic total. ``name`` should end in ``_total``."""
-
-    kind = "counter"
-
-    def _new_child(self) -> _Value:
-        return _Value()
-
-    def inc(self, amount: float = 1.0, *labels: Any) -> None:
-        child = self.labels(*labels)
-        with self._lock:
-            child.value += amount
-
-    def set_function(self, fn: Callable[[], float | None], *labels: Any) -> None:
-        """Read the total from ``fn`` at scrape time (e.g. a sink's ``dropped``)."""
-        self.labels(*labels).fn = fn
-
-    def _render_child(self, key: tuple[str, ...], child: _Value) -> list[str]:
-        v = _read(child, self.name)
-        return [] if v is None else [f"{self.name}{_labels(self.labelnames, key)} {_fmt(v)}"]
-
-
-class Gauge(Counter):
-    """A value that goes up and down; ``set_function`` values of None are left out."""
-
-    kind = "gauge"
-
-    def set(self, value: float, *labels: Any) -> None:
-        child = self.labels(*labels)
-        child.value = float(value)
-
-
-def _read(child: _Value, name: str) -> float | None:
-    if child.fn is None:
-        return child.value
+def _probe(fn: Callable[[], Any], what: str) -> float | None:
     try:
-        v = child.fn()
+        v = fn()
     except Exception as e:  # a broken probe must not break the scrape
-        log.debug("metric %s: probe failed: %s", name, e)
+        log.debug("metric %s: probe failed: %s", what, e)
         return None
     return None if v is None else float(v)
 
 
-class _HistChild:
-    __slots__ = ("counts", "sum")
+class RuntimeMetrics:
+    """The pipeline's standard metrics (names prefixed ``edge_mer_``), in ``registry``.
 
-    def __init__(self, n: int) -> None:
-        self.counts = [0] * (n + 1)  # per bucket, the last one is +Inf
-        self.sum = 0.0
-
-
-class Histogram(_Metric):
-    """Fixed upper bounds (seconds, ascending); rendered cumulative with ``+Inf``."""
-
-    kind = "histogram"
+    Update from the frame loop: ``frames.inc()``, ``frame_latency.observe(s)``,
+    ``events.labels(type).inc()``, ``event_latency.observe(s)``; from a slower tick:
+    :meth:`record_stages`, :meth:`record_drops`, ``camera_fps.set(v)``.
+    """
 
     def __init__(
-        self,
-        name: str,
-        help: str,
-        buckets: Sequence[float] = LATENCY_BUCKETS_S,
-        labelnames: Sequence[str] = (),
+        self, registry: CollectorRegistry | None = None, thermal_root: str = "/sys/class/thermal"
     ) -> None:
-        b = [float(x) for x in buckets]
-        if not b or any(x >= y for x, y in itertools.pairwise(b)):
-            raise ValueError(f"{name}: buckets must be non-empty and strictly increasing: {b}")
-        self.buckets = tuple(b)
-        super().__init__(name, help, labelnames)
-
-    def _new_child(self) -> _HistChild:
-        return _HistChild(len(self.buckets))
-
-    def observe(self, value: float, *labels: Any) -> None:
-        child = self.labels(*labels)
-        i = bisect.bisect_left(self.buckets, value)
-        with self._lock:
-            child.counts[i] += 1
-            child.sum += value
-
-    def _render_child(self, key: tuple[str, ...], child: _HistChild) -> list[str]:
-        with self._lock:
-            counts = list(child.counts)
-            total = child.sum
-        out = []
-        acc = 0
-        for bound, c in zip((*self.buckets, math.inf), counts, strict=True):
-            acc += c
-            le = f'le="{_fmt(bound)}"'
-            out.append(f"{self.name}_bucket{_labels(self.labelnames, key, le)} {acc}")
-        lab = _labels(self.labelnames, key)
-        out.append(f"{self.name}_sum{lab} {_fmt(total)}")
-        out.append(f"{self.name}_count{lab} {acc}")
-        return out
-
-
-class Registry:
-    """A named set of metrics, rendered in registration order."""
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
-
-    def _add(self, m: _Metric) -> Any:
-        if m.name in self._metrics:
-            raise ValueError(f"metric {m.name!r} registered twice")
-        self._metrics[m.name] = m
-        return m
-
-    def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
-        return self._add(Counter(name, help, labelnames))
-
-    def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:
-        return self._add(Gauge(name, help, labelnames))
-
-    def histogram(
-        self,
-        name: str,
-        help: str,
-        buckets: Sequence[float] = LATENCY_BUCKETS_S,
-        labelnames: Sequence[str] = (),
-    ) -> Histogram:
-        return self._add(Histogram(name, help, buckets, labelnames))
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for m in list(self._metrics.values()):
-            lines.extend(m.render())
-        return "\n".join(lines) + "\n"
-
-
-class RuntimeMetrics:
-    """The pipeline's standard metrics (names prefixed ``edge_mer_``)."""
-
-    def __init__(self, registry: Registry | None = None, thermal_root: str = "/sys/class/thermal"):
-        r = self.registry = registry or Registry()
-        self.camera_fps = r.gauge("edge_mer_camera_fps", "Frames per second from the source.")
-        self.inference_fps = r.gauge(
-            "edge_mer_inference_fps", "Frames per second through the encoder."
+        # A `_created` series per counter and histogram doubles what a device exports for
+        # nothing its scraper needs; prometheus_client offers only a process-wide switch.
+        disable_created_metrics()
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.camera_fps = Gauge(
+            "edge_mer_camera_fps", "Frames per second from the source.", registry=r
         )
-        self.frames = r.counter("edge_mer_frames_total", "Frames captured.")
-        self.drops = r.counter(
-            "edge_mer_frames_dropped_total", "Frames dropped, by stage.", ["stage"]
+        self.inference_fps = Gauge(
+            "edge_mer_inference_fps", "Frames per second through the encoder.", registry=r
         )
-        self.events = r.counter("edge_mer_events_total", "Events emitted, by type.", ["type"])
-        self.event_latency = r.histogram(
+        self.frames = Counter("edge_mer_frames_total", "Frames captured.", registry=r)
+        self.drops = Counter(
+            "edge_mer_frames_dropped_total", "Frames dropped, by stage.", ["stage"], registry=r
+        )
+        self.events = Counter(
+            "edge_mer_events_total", "Events emitted, by type.", ["type"], registry=r
+        )
+        self.event_latency = Histogram(
             "edge_mer_event_latency_seconds",
             "Emission minus capture of the frame that closed the event.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
-        self.frame_latency = r.histogram(
-            "edge_mer_frame_latency_seconds", "Capture to class probabilities, per frame."
+        self.frame_latency = Histogram(
+            "edge_mer_frame_latency_seconds",
+            "Capture to class probabilities, per frame.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
-        self.stage_seconds = r.histogram(
-            "edge_mer_stage_seconds", "Time spent per stage and frame.", STAGE_BUCKETS_S, ["stage"]
+        self.stage_seconds = Histogram(
+            "edge_mer_stage_seconds",
+            "Time spent per stage and frame.",
+            ["stage"],
+            buckets=STAGE_BUCKETS_S,
+            registry=r,
         )
-        self.sink_emitted = r.counter(
-            "edge_mer_sink_emitted_total", "Records delivered, by sink.", ["sink"]
-        )
-        self.sink_dropped = r.counter(
-            "edge_mer_sink_dropped_total", "Records given up, by sink.", ["sink"]
-        )
-        self.sink_errors = r.counter("edge_mer_sink_errors_total", "Sink failures.", ["sink"])
-        self.temperature = r.gauge(
-            "edge_mer_soc_temperature_celsius",
-            "SoC temperature; absent where the board exposes none.",
-        )
-        self.temperature.set_function(lambda: read_soc_temperature(thermal_root))
+        self._scrape = _ScrapeTime(thermal_root)
+        r.register(self._scrape)
+        self._stage_seen: dict[str, int] = {}
+        self._stage_clock: object | None = None
+        self._drops_seen: dict[str, int] = {}
 
     def watch_sink(self, name: str, sink: Any) -> None:
-        """Report a sink's counters (read at scrape time)."""
-        self.sink_emitted.set_function(lambda: sink.emitted, name)
-        self.sink_dropped.set_function(lambda: sink.dropped, name)
-        self.sink_errors.set_function(lambda: sink.errors, name)
+        """Report a sink's ``emitted``/``dropped``/``errors`` counters (read at scrape time)."""
+        self._scrape.sinks[name] = sink
+
+    def record_stages(self, clock: Any) -> None:
+        """Observe the stage timings ``clock`` (a :class:`~edge_mer.pipeline.live.StageClock`)
+        recorded since the last call; samples that its ring already overwrote are skipped.
+        Call it at a low rate (the daemon does, at 10 Hz), not per frame."""
+        if clock is not self._stage_clock:  # a new pipeline (reload): its rings start at 0
+            self._stage_clock, self._stage_seen = clock, {}
+        for stage, n, values in clock.rings():
+            seen = self._stage_seen.get(stage, 0)
+            if n == seen:
+                continue
+            keep = len(values)
+            child = self.stage_seconds.labels(stage)
+            for i in range(max(seen, n - keep), n):
+                child.observe(float(values[i % keep]))
+            self._stage_seen[stage] = n
+
+    def record_drops(self, stage: str, total: int) -> None:
+        """Advance ``frames_dropped_total{stage}`` to a running ``total`` (a total that went
+        down belongs to a new pipeline after a reload, and counts from 0)."""
+        seen = self._drops_seen.get(stage, 0)
+        if total < seen:
+            seen = 0
+        child = self.drops.labels(stage)  # exported from the first call on, at 0
+        if total > seen:
+            child.inc(total - seen)
+        self._drops_seen[stage] = total
+
+    def render(self) -> str:
+        """The registry in the Prometheus text format (what a plain scrape returns)."""
+        return generate_latest(self.registry).decode("utf-8")
 
 
 def read_thermal_zones(root: str = "/sys/class/thermal") -> dict[str, float]:
@@ -299,39 +227,52 @@ def read_soc_temperature(root: str = "/sys/class/thermal") -> float | None:
     return max(soc or zones.values())
 
 
-class MetricsServer:
-    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread.
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics %s: %s", self.address_string(), format % args)
 
-    ``port=0`` picks a free port (read it back from :attr:`port`). A port in use raises
-    :class:`InputError`.
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` (and ``/``) from a daemon thread;
+    any other path is a 404.
+
+    ``port=0`` picks a free port (read it back from :attr:`port`). ``host`` ``*`` listens
+    on every IPv4 address; ``[::1]`` (or any IPv6 address) on IPv6. A port that cannot be
+    bound raises :class:`InputError`.
     """
 
-    def __init__(self, registry: Registry, host: str = "127.0.0.1", port: int = 9108) -> None:
-        reg = registry
+    def __init__(
+        self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108
+    ) -> None:
+        metrics_app = make_wsgi_app(registry)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] not in ("/metrics", "/"):
-                    self.send_error(404, "try /metrics")
-                    return
-                body = reg.render().encode("utf-8")
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+            if environ.get("PATH_INFO", "/") not in ("/metrics", "/"):
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"try /metrics\n"]
+            return metrics_app(environ, start_response)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("metrics %s: %s", self.address_string(), format % args)
-
+        addr = host.strip("[]")
+        server_class = _Server6 if ":" in addr else _Server
+        if addr == "*":
+            addr = "0.0.0.0"
         try:
-            self._server = ThreadingHTTPServer((host, int(port)), Handler)
+            self._server = make_server(
+                addr, int(port), app, server_class=server_class, handler_class=_QuietHandler
+            )
         except OSError as e:
             raise InputError(
-                f"metrics endpoint {host}:{port} cannot be bound ({e.strerror}); "
+                f"metrics endpoint {host}:{port} cannot be bound ({e.strerror or e}); "
                 "choose another metrics port"
             ) from None
-        self._server.daemon_threads = True
         self.host = host
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(

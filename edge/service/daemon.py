@@ -5,7 +5,9 @@
 - WATCHDOG=1 only while the loop advances: frames and inferences flowing, or the capture
   thread's retry loop turning. A stuck inference or a stuck camera read stops the pings
   and systemd restarts the service.
-- SIGTERM / SIGINT: STOPPING=1, close open events, flush the sinks (bounded), exit 0.
+- SIGTERM / SIGINT: STOPPING=1, close open events, flush the sinks (bounded), exit 0;
+  while starting, the start-up is abandoned; stuck in C code, the process ends by itself
+  ``service.drain_s + 5`` s later (exit 1) (see :mod:`edge_mer.service.signals`).
 - SIGHUP: RELOADING=1, reload the config; a bad new config is logged and the old one
   kept; then READY=1 again.
 """
@@ -13,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,10 @@ from edge_mer.errors import InputError
 from edge_mer.pipeline.live import LivePipeline, run_until
 from edge_mer.pipeline.telemetry import MetricsServer, RuntimeMetrics
 from edge_mer.service.notify import Heartbeat, Notifier, WatchdogPolicy
+from edge_mer.service.signals import StopRequested, StopSignals
+
+#: Seconds beyond ``service.drain_s`` a stop may take before the process ends by itself.
+STOP_MARGIN_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +50,19 @@ class Daemon:
         seconds: float | None = None,
         notifier: Notifier | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        hard_stop: bool = False,
     ) -> None:
+        """``hard_stop``: end the process if a stop signal is not honoured in time (the
+        command line sets it; a library caller keeps its process)."""
         self.load = load
+        self.hard_stop = hard_stop
         self.frames, self.seconds = frames, seconds
         self.notifier = notifier or Notifier()
         self.on_event = on_event
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.pipeline: LivePipeline | None = None
+        self.metrics_server: MetricsServer | None = None
         self.reason = ""
         self.reloads = 0
 
@@ -62,54 +72,50 @@ class Daemon:
     def request_reload(self, *_: object) -> None:
         self._reload.set()
 
-    def _install_signals(self) -> list[tuple[int, Any]]:
-        if threading.current_thread() is not threading.main_thread():
-            return []
-        old = []
-        for sig, handler in (
-            (signal.SIGTERM, self.request_stop),
-            (signal.SIGINT, self.request_stop),
-            (signal.SIGHUP, self.request_reload),
-        ):
-            old.append((sig, signal.signal(sig, handler)))
-        return old
-
     def run(self) -> str:
         """Run until stopped or done; returns why ("ended", "frames", "duration", "stopped").
 
         Raises:
             InputError: the first config, the bundle or the source is unusable (exit 2).
         """
-        previous = self._install_signals()
-        config = self.load()
-        metrics = RuntimeMetrics()
+        # Until the config says how long the drain may take, assume the default one.
+        deadline = 3.0 + STOP_MARGIN_S if self.hard_stop else None
+        signals = StopSignals(self.request_stop, self.request_reload, deadline_s=deadline)
         server = None
         try:
-            if config.metrics.enabled:
-                host, _, port = config.metrics.bind.rpartition(":")
-                server = MetricsServer(metrics.registry, host or "127.0.0.1", int(port))
-            while True:
-                self.reason = self._run_once(config, metrics)
-                if not self._reload.is_set() or self._stop.is_set():
-                    break
-                self._reload.clear()
-                self.reloads += 1
-                self.notifier.reloading("reloading the config")
-                try:
-                    config = self.load()
-                    log.info("config reloaded")
-                except InputError as exc:
-                    log.error("config reload failed, keeping the running config: %s", exc)
+            with signals:
+                config = self.load()
+                if self.hard_stop:
+                    signals.deadline_s = config.service.drain_s + STOP_MARGIN_S  # <= 15 s
+                metrics = RuntimeMetrics()
+                if config.metrics.enabled:
+                    host, _, port = config.metrics.bind.rpartition(":")
+                    server = MetricsServer(metrics.registry, host or "127.0.0.1", int(port))
+                    self.metrics_server = server
+                while True:
+                    self.reason = self._run_once(config, metrics, signals)
+                    if not self._reload.is_set() or self._stop.is_set():
+                        break
+                    self._reload.clear()
+                    self.reloads += 1
+                    self.notifier.reloading("reloading the config")
+                    signals.starting = True
+                    try:
+                        config = self.load()
+                        log.info("config reloaded")
+                    except InputError as exc:
+                        log.error("config reload failed, keeping the running config: %s", exc)
+        except StopRequested:
+            self.reason = "stopped"
         finally:
             self.notifier.stopping()
             if server is not None:
                 server.close()
-            for sig, handler in previous:
-                signal.signal(sig, handler)
         return self.reason
 
-    def _run_once(self, config: Config, metrics: RuntimeMetrics) -> str:
+    def _run_once(self, config: Config, metrics: RuntimeMetrics, signals: StopSignals) -> str:
         service = config.service
+        signals.starting = True
         pipeline = LivePipeline(config, metrics=metrics, on_event=self.on_event)
         self.pipeline = pipeline
         heartbeat = Heartbeat(
@@ -129,6 +135,8 @@ class Daemon:
                 return
             next_beat = now + 0.1
             st = pipeline.capture.stats()
+            metrics.record_stages(pipeline.clock)
+            metrics.record_drops("ring", st.drops)
             streaming = st.state == "streaming"
             # Progress: frames through the loop, or the capture thread's retry loop turning
             # (its read timeouts and failed opens) while the camera is away.
@@ -141,17 +149,18 @@ class Daemon:
                 metrics.inference_fps.set(pipeline.model_frames / elapsed)
                 self.notifier.status(pipeline.status())
 
-        with pipeline:
+        try:
+            pipeline.start()  # the warm-up; a stop signal now raises StopRequested
+            signals.starting = False
             self.notifier.ready(pipeline.status())
-            try:
-                why = run_until(
-                    pipeline,
-                    frames=self.frames,
-                    seconds=self.seconds,
-                    stop=lambda: self._stop.is_set() or self._reload.is_set(),
-                    tick=tick,
-                )
-            finally:
-                self.notifier.status(f"draining: {pipeline.status()}")
-                pipeline.close(service.drain_s)
+            why = run_until(
+                pipeline,
+                frames=self.frames,
+                seconds=self.seconds,
+                stop=lambda: self._stop.is_set() or self._reload.is_set(),
+                tick=tick,
+            )
+        finally:
+            self.notifier.status(f"draining: {pipeline.status()}")
+            pipeline.close(service.drain_s)
         return why

@@ -39,6 +39,35 @@ def module_version(module: str) -> str | None:
     return str(getattr(mod, "__version__", "installed"))
 
 
+def requirements(config: Any) -> list[tuple[str, str]]:
+    """(module, what needs it) for a daemon config on this machine; ``("onnxruntime|tensorrt",
+    ...)`` means either will do."""
+    needs = [("cv2", "frame preprocessing (crop and resize)")]
+    runner = config.model.runner
+    if runner == "onnxruntime":
+        needs.append(("onnxruntime", "model.runner = 'onnxruntime'"))
+    elif runner == "tensorrt":
+        needs.append(("tensorrt", "model.runner = 'tensorrt'"))
+    else:
+        needs.append(("onnxruntime|tensorrt", "model.runner = 'auto'"))
+    if config.sinks.mqtt.host:
+        needs.append(("paho", "sinks.mqtt.host"))
+    if config.source.uri.startswith("picam:"):
+        needs.append(("picamera2", f"source.uri = {config.source.uri!r}"))
+    return needs
+
+
+def check_requirements(config: Any) -> None:
+    """Raise the one-line error for the first module ``config`` needs that is not
+    installed here (``validate-config`` and ``install-service`` call it)."""
+    from edge_mer.errors import installed, require
+
+    for modules, why in requirements(config):
+        options = modules.split("|")
+        if not any(installed(m) for m in options):
+            require(options[0], purpose=why)
+
+
 def board_model(root: Path = Path("/")) -> str | None:
     """The device-tree model (Jetson, Raspberry Pi), None on a PC."""
     for rel in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):

@@ -10,7 +10,6 @@ prints it. Only directives systemd 245-252 know are used (JetPack 5/6, Pi OS Boo
 
 from __future__ import annotations
 
-import dataclasses
 import grp
 import ipaddress
 import os
@@ -314,12 +313,8 @@ def plan_install(
         notes.append(f"systemd {version} < 247: ProtectProc= left out")
     cfg = config
     if not (cfg.sinks.jsonl.path or cfg.sinks.stdout.enabled or cfg.sinks.mqtt.host):
-        cfg = dataclasses.replace(
-            cfg,
-            sinks=dataclasses.replace(
-                cfg.sinks, jsonl=dataclasses.replace(cfg.sinks.jsonl, path=Path(EVENTS_PATH))
-            ),
-        )
+        jsonl = cfg.sinks.jsonl.model_copy(update={"path": Path(EVENTS_PATH)})
+        cfg = cfg.model_copy(update={"sinks": cfg.sinks.model_copy(update={"jsonl": jsonl})})
         notes.append(f"no sink configured: events go to {EVENTS_PATH}")
     read_only = [Path(exec_path), cfg.model.bundle]
     if cfg.model.engines_dir:

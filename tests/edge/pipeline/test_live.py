@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
+import prometheus_client
 import pytest
 
 pytest.importorskip("torch")
@@ -16,6 +17,8 @@ from edge_mer.pipeline.live import LivePipeline, StageClock
 from tests.edge.service.test_daemon import bundle  # noqa: F401  (module-scoped fixture)
 
 EDGE = str(Path(edge_mer.__file__).parent)
+# The metrics the loop updates per frame (frames, frame latency) are prometheus_client's.
+PROMETHEUS = str(Path(prometheus_client.__file__).parent)
 
 
 def test_frame_loop_allocates_nothing_per_frame(bundle: Path) -> None:  # noqa: F811
@@ -43,6 +46,7 @@ def test_frame_loop_allocates_nothing_per_frame(bundle: Path) -> None:  # noqa: 
     assert p.model_frames == 800
     only_loop = [
         tracemalloc.Filter(True, EDGE + "/*"),
+        tracemalloc.Filter(True, PROMETHEUS + "/*"),
         # events are allocated per event, not per frame; their count depends on
         # what the (random) model sees
         tracemalloc.Filter(False, EDGE + "/spotter.py"),
@@ -52,6 +56,8 @@ def test_frame_loop_allocates_nothing_per_frame(bundle: Path) -> None:  # noqa: 
     # One retained object per frame would be >= 600; what remains is a constant handful
     # (counters past the small-int cache, cv2's scratch wrappers).
     assert blocks < 120, [str(d) for d in diff[:8]]
+    prometheus = [d for d in diff if d.traceback[0].filename.startswith(PROMETHEUS)]
+    assert sum(d.count_diff for d in prometheus) < 10, [str(d) for d in prometheus[:8]]
 
 
 def test_stage_clock_keeps_a_bounded_window() -> None:

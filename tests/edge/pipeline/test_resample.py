@@ -73,3 +73,17 @@ def test_gap_restarts_grid_and_backwards_is_skipped():
 def test_bad_model_fps():
     with pytest.raises(ValueError):
         FrameResampler(0)
+
+
+def test_one_frame_fills_a_bounded_number_of_ticks() -> None:
+    # A model "trained at" 1e12 fps once made the frame loop step ~1e10 times for one
+    # 30 fps frame (the manifest now refuses it; the resampler bounds it on its own too).
+    huge = FrameResampler(1e12, max_gap=0.5)
+    assert huge.max_ticks == 4096
+    counts = run(huge, np.arange(10) / 30)
+    assert max(counts) <= huge.max_ticks and huge.gaps == 9  # each frame: a fresh grid
+    # Every legitimate count fits: a 1 fps camera for a 1000 fps model fills up to 500+.
+    slow = FrameResampler(1000, max_gap=0.5)
+    assert slow.max_ticks == 751
+    counts = run(slow, [0.0, 0.45, 0.9, 1.35])
+    assert counts[1:] == [675, 450, 450] and slow.gaps == 0
