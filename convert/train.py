@@ -74,7 +74,7 @@ def _load(
     skipped: dict[str, int] = {}
     for i, src in enumerate(sources):
         coded = src.coded
-        name = opts.label_map.get(coded.emotion, coded.emotion)
+        name = opts.label_map.get(coded.canonical_emotion, coded.canonical_emotion)
         if name not in labels:
             skipped[coded.emotion] = skipped.get(coded.emotion, 0) + 1
             continue
