@@ -81,11 +81,11 @@ class Fold:
 
 
 def _subjects(samples: Sequence[_Keyed]) -> dict[str, list[str]]:
-    """subject key -> sample ids, in first-seen order."""
+    """subject key -> its sample ids, sorted (folds do not depend on the input order)."""
     out: dict[str, list[str]] = {}
     for s in samples:
         out.setdefault(s.subject_key, []).append(s.id)
-    return out
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _draw_validation(
