@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_mer.calibration.datasets.labels import LabelMap, apply_map, get_map
-from edge_mer.calibration.datasets.megc2019 import EXPECTED, Composite
+from edge_mer.calibration.datasets.megc2019 import EXPECTED, LABELS, Composite
 from edge_mer.calibration.datasets.registry import DATASETS
 from edge_mer.calibration.datasets.schema import MISSING_KINDS, DatasetCopy, Problem, is_synthetic
 
@@ -64,6 +64,10 @@ def summarize(copy: DatasetCopy, label_map: LabelMap | str | None = None) -> dic
     return out
 
 
+def _ordered(counts: Counter[str]) -> dict[str, int]:
+    return {lab: counts[lab] for lab in LABELS if counts[lab]}
+
+
 def summarize_composite(comp: Composite) -> dict[str, Any]:
     """Counts of the composite, overall and per dataset, with the official counts beside."""
     datasets = {}
@@ -75,7 +79,7 @@ def summarize_composite(comp: Composite) -> dict[str, Any]:
             {
                 "samples": len(mine),
                 "subjects": len({s.subject for s in mine}),
-                "labels": dict(Counter(s.label for s in mine)),
+                "labels": _ordered(Counter(s.label for s in mine)),
                 "missing": [i for i in comp.missing if i.startswith(f"{name}/")],
                 "errata": [e.as_dict() for e in copy.errata if e.sample in ids],
             }
@@ -86,7 +90,7 @@ def summarize_composite(comp: Composite) -> dict[str, Any]:
         "protocol": "megc2019",
         "samples": len(comp.samples),
         "subjects": len(comp.subjects),
-        "labels": dict(Counter(s.label for s in comp.samples)),
+        "labels": _ordered(Counter(s.label for s in comp.samples)),
         "missing": comp.missing,
         "errata": [e for d in datasets.values() for e in d["errata"]],
         "label_disagreements": comp.disagreements,
