@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,9 +76,16 @@ class Fold:
     validation: tuple[str, ...]
     test: tuple[str, ...]
 
+    @property
+    def slug(self) -> str:
+        """The id as a folder name: ``casme2/01`` -> ``casme2_01``, ``casme2->smic-hs`` ->
+        ``casme2_to_smic-hs``."""
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", self.id.replace("->", "_to_"))
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: every field, tuples as lists."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        """JSON-ready: every field, tuples as lists, and ``slug``."""
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        return {**out, "slug": self.slug}
 
 
 def _subjects(samples: Sequence[_Keyed]) -> dict[str, list[str]]:

@@ -105,6 +105,7 @@ def test_cross_and_lodo_folds() -> None:
     ]
     folds = make_folds("cross", samples, train="casme2", test=["smic-hs", "smic-vis"])
     assert [f.id for f in folds] == ["casme2->smic-hs", "casme2->smic-vis"]
+    assert folds[0].slug == "casme2_to_smic-hs" and folds[0].as_dict()["slug"] == folds[0].slug
     assert all(k.startswith("casme2/") for f in folds for k in f.train_subjects)
     assert folds[0].test_subjects == ("smic-hs/01", "smic-hs/02", "smic-hs/03", "smic-hs/04")
     lodo = make_folds("leave-one-dataset-out", samples, seed=0)
@@ -116,6 +117,7 @@ def test_megc2019_on_the_composite(roots) -> None:
     comp = build_megc2019(roots["casme2"], roots["samm"], roots["smic-hs"])
     folds = make_folds("megc2019", comp.samples, seed=0)
     assert len(folds) == 68
+    assert len({f.slug for f in folds}) == 68 and folds[0].slug == "casme2_01"
     assert sum(len(f.test) for f in folds) == 442
     for fold in folds:
         check_fold(fold, comp.samples)  # Labelled samples carry the same keys
