@@ -10,7 +10,7 @@ synthetic SMIC than on held-out synthetic CASME II subjects.
 =========  =========================================================================
 look       what differs from CASME II's (which is the neutral look)
 =========  =========================================================================
-samm       gray, brighter and more contrasted, larger face, little noise
+samm       gray, brighter and flatter (washed-out lighting), much larger face, little noise
 smic-hs    darker, flatter, cool white balance, blurred (lower resolution), noisier,
            smaller face
 smic-vis   slightly darker and flatter, warm white balance, blurred, smaller face
@@ -98,7 +98,7 @@ LOOKS = {
     look.name: look
     for look in (
         Look("casme2"),
-        Look("samm", gain=1.1, contrast=1.15, noise=0.5, face_scale=1.15, gray=True),
+        Look("samm", gain=1.25, contrast=0.8, noise=0.5, face_scale=1.35, gray=True),
         Look(
             "smic-hs",
             gain=0.7,

@@ -19,7 +19,7 @@ from edge_mer.calibration.synth_domains import LOOKS
 from edge_mer.calibration.synth_layouts import LAYOUTS, layout_clips, write_layout
 from edge_mer.cli import app
 
-SIZE = (48, 48)
+SIZE = (32, 32)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from edge_mer.cli import app, common
 from tests.calibration.datasets import copies
-from tests.calibration.datasets.conftest import roots  # noqa: F401  (the session copies)
 
 PREFIX = "edge-mer: error:"
 
@@ -36,7 +35,7 @@ def bad_input(result, *names: str) -> str:
     return lines[0]
 
 
-def test_summary_table_and_json(roots, tmp_path) -> None:  # noqa: F811
+def test_summary_table_and_json(roots, tmp_path) -> None:
     out = tmp_path / "casme2.json"
     r = run("summary", "casme2", roots["casme2"], "--label-map", "megc3", "--json", out)
     assert r.exit_code == 0, r.output
@@ -50,7 +49,7 @@ def test_summary_table_and_json(roots, tmp_path) -> None:  # noqa: F811
     assert r.exit_code == 0 and "no apex" in r.stdout
 
 
-def test_summary_of_the_composite(roots, tmp_path) -> None:  # noqa: F811
+def test_summary_of_the_composite(roots, tmp_path) -> None:
     out = tmp_path / "megc.json"
     args = ["--casme2", roots["casme2"], "--samm", roots["samm"], "--smic-hs", roots["smic-hs"]]
     r = run("summary", "megc2019", *args, "--json", out)
@@ -62,7 +61,7 @@ def test_summary_of_the_composite(roots, tmp_path) -> None:  # noqa: F811
     assert {"samples", "subjects", "labels", "missing", "errata"} <= set(data["datasets"]["casme2"])
 
 
-def test_missing_composite_samples(roots, tmp_path) -> None:  # noqa: F811
+def test_missing_composite_samples(roots, tmp_path) -> None:
     smic = copies.write_smic(tmp_path / "smic")
     shutil.rmtree(smic / "HS" / "s1" / "micro" / "positive")
     args = ["--casme2", roots["casme2"], "--samm", roots["samm"], "--smic-hs", smic]
@@ -75,7 +74,7 @@ def test_missing_composite_samples(roots, tmp_path) -> None:  # noqa: F811
     assert r.exit_code == 1 and "smic-hs/s1/s1_po_01  missing-folder" in r.stdout
 
 
-def test_check_complete_and_incomplete(roots, tmp_path) -> None:  # noqa: F811
+def test_check_complete_and_incomplete(roots, tmp_path) -> None:
     r = run("check", "samm", roots["samm"])
     assert r.exit_code == 0 and "159 samples checked, all complete" in r.stdout
     root = copies.write_casme2(tmp_path / "c2", suffix=".csv", rows=copies.casme2_rows()[:4])
@@ -100,7 +99,7 @@ def test_maps() -> None:
     assert "negative    = disgust, fear, sadness" in r.stdout and "megc3:" not in r.stdout
 
 
-def test_bad_inputs_are_one_line(roots, tmp_path, monkeypatch) -> None:  # noqa: F811
+def test_bad_inputs_are_one_line(roots, tmp_path, monkeypatch) -> None:
     bad_input(run("summary", "casme", tmp_path), "'casme'", "casme2")
     bad_input(run("summary", "casme2", tmp_path), "CASME2-coding-20140508.xlsx")
     bad_input(run("summary", "samm", roots["casme2"]), "SAMM_Micro_FACS_Codes_v2.xlsx")
@@ -133,6 +132,6 @@ def test_bad_inputs_are_one_line(roots, tmp_path, monkeypatch) -> None:  # noqa:
     bad_input(run("summary", "samm", roots["samm"]), "openpyxl", "edge-mer[datasets]")
 
 
-def test_json_path_is_checked(roots, tmp_path: Path) -> None:  # noqa: F811
+def test_json_path_is_checked(roots, tmp_path: Path) -> None:
     r = run("summary", "smic-hs", roots["smic-hs"], "--json", tmp_path / "no" / "x.json")
     bad_input(r, "does not exist")

@@ -64,7 +64,7 @@ def test_matches_scikit_learn_on_random_cases() -> None:
     sk = pytest.importorskip("sklearn.metrics")
     rng = random.Random(8)
     absent = 0
-    for _ in range(400):
+    for _ in range(150):
         k = rng.randint(2, 6)
         n = rng.randint(1, 40)
         used = rng.sample(range(k), rng.randint(1, k))  # truth draws from a subset
@@ -83,7 +83,7 @@ def test_matches_scikit_learn_on_random_cases() -> None:
             confusion(truth, pred, k).tolist()
             == sk.confusion_matrix(truth, pred, labels=list(range(k))).tolist()
         )
-    assert absent > 100  # the absent-class rule was exercised
+    assert absent > 40  # the absent-class rule was exercised
 
 
 CLASSES = ["negative", "positive", "surprise"]
