@@ -79,6 +79,12 @@ class Sample:
         return sample_id(self.dataset, self.subject, self.clip)
 
     @property
+    def filename(self) -> str:
+        """The clip's name as the sheets' Filename column calls it (same as ``clip``; the
+        name callers of the former ``CodedClip`` use)."""
+        return self.clip
+
+    @property
     def subject_key(self) -> str:
         """``dataset/subject``: subjects of different datasets never collide."""
         return f"{self.dataset}/{self.subject}"

@@ -64,7 +64,7 @@ def test_load_casme2_parses_sheet_and_frames(casme_root, caplog):
 
     first = clips[0]
     assert isinstance(first, Sample)
-    assert first.id == "casme2/01/EP02_01f"
+    assert first.id == "casme2/01/EP02_01f" and first.filename == first.clip == "EP02_01f"
     assert first.subject == "01"
     assert (first.onset, first.apex, first.offset) == (7, 9, 11)
     assert first.emotion == "Disgust" and first.canonical_emotion == "disgust"
