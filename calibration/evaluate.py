@@ -36,7 +36,7 @@ def clip_windows(
         coded = src.coded
         if coded is None:
             continue
-        name = label_map.get(coded.emotion, coded.emotion)
+        name = label_map.get(coded.canonical_emotion, coded.canonical_emotion)
         if name not in bundle.labels:
             continue
         frames = src.load(pre, fps=fps)

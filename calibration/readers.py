@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_mer.calibration.casme2 import CodedClip, is_casme2_root, load_casme2
+from edge_mer.calibration.datasets.registry import detect_dataset, read_dataset
+from edge_mer.calibration.datasets.schema import Sample
 from edge_mer.errors import DataError, InputError
 from edge_mer.pipeline.preprocess import FramePreprocessor, import_cv2
 
@@ -77,11 +78,11 @@ class ClipSource:
     """Where one clip comes from. ``fps`` is the clip's own (None when unknown)."""
 
     name: str
-    kind: str  # "video" | "frames" | "casme2"
+    kind: str  # "video" | "frames" | a dataset name ("casme2", "samm", "smic-hs", ...)
     path: Path
     fps: float | None
     frame_paths: tuple[Path, ...] | None = None
-    coded: CodedClip | None = None
+    coded: Sample | None = None
 
     def load(
         self,
@@ -200,11 +201,27 @@ def _video_source(path: Path, root: Path, default_fps: float | None) -> ClipSour
     return ClipSource(name, "video", path, _video_fps(path, default_fps))
 
 
+def _dataset_clips(path: Path) -> list[ClipSource] | None:
+    """The samples of a dataset root as clips, or None when ``path`` is not one."""
+    name = detect_dataset(path)
+    if name is None:
+        return None
+    copy = read_dataset(name, path)
+    for p in copy.problems:
+        log.warning("%s: %s (%s)", p.sample, p.detail, p.kind)
+    return [
+        ClipSource(s.id, name, s.frame_paths[0].parent, s.fps, frame_paths=s.frame_paths, coded=s)
+        for s in copy.samples
+    ]
+
+
 def discover_clips(path: Path, *, default_fps: float | None = None) -> list[ClipSource]:
     """Find the clips at ``path``, in a stable (sorted) order.
 
     ``path`` is a video file (.mp4 .avi .mkv .mov), a CASME II root (see
-    :func:`~edge_mer.calibration.casme2.is_casme2_root`), or a folder searched recursively:
+    :func:`~edge_mer.calibration.datasets.detect_dataset`: CASME II, SAMM, SMIC, CAS(ME)^3),
+    whose samples are the clips (named by sample id, problems logged), or a folder searched
+    recursively:
     every video is a clip and every folder holding images (.jpg .png .bmp, ordered by the
     last number in their names) is one clip. Videos take their fps from the container
     (``default_fps`` when it has none); frame folders get ``default_fps``.
@@ -222,18 +239,9 @@ def discover_clips(path: Path, *, default_fps: float | None = None) -> list[Clip
             f"clip file {str(path)!r} is not a video: expected one of "
             f"{sorted(VIDEO_SUFFIXES)!r}, or pass the folder that holds the frames"
         )
-    if is_casme2_root(path):
-        return [
-            ClipSource(
-                name=f"sub{c.subject}/{c.filename}",
-                kind="casme2",
-                path=c.frames[0].parent,
-                fps=c.fps,
-                frame_paths=c.frames,
-                coded=c,
-            )
-            for c in load_casme2(path)
-        ]
+    coded = _dataset_clips(path)
+    if coded is not None:
+        return coded
     clips: list[ClipSource] = []
     for folder, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edge_mer.calibration.synth import SynthEvent, generate_stream
+from edge_mer.calibration.synth import SynthEvent
+from edge_mer.calibration.synth_stream import generate_stream
 from edge_mer.errors import InputError
 from edge_mer.pipeline.files import Pacer
 from edge_mer.pipeline.sources import (

@@ -17,8 +17,11 @@ others     (none)          distractors only
 =========  ==============  ===========================================================
 
 Frames are uint8 BGR [H, W, 3] (OpenCV order). Frame indices in :class:`SynthEvent` are
-0-based. Same arguments, same seed: byte-identical frames. Writing clips and streams to disk
-(CASME II layout, videos, ``edge-mer synth``) is :mod:`.synth_io`'s job.
+0-based. Same arguments, same seed: byte-identical frames. Continuous streams are
+:mod:`.synth_stream`'s (``generate_stream`` is importable from here too); the datasets'
+looks (lighting, colour, resolution, face size) are :mod:`.synth_domains`'; writing to disk
+is :mod:`.synth_layouts`' (the datasets' layouts) and :mod:`.synth_io`'s (videos, streams,
+``edge-mer synth``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 
 from edge_mer.calibration.face_render import render_face
 from edge_mer.calibration.faces import FaceState, Subject, make_subject
+from edge_mer.calibration.synth_domains import Look
 from edge_mer.errors import InputError
 
 __all__ = [
@@ -39,7 +43,6 @@ __all__ = [
     "EMOTION_AUS",
     "SynthClip",
     "SynthEvent",
-    "generate_stream",
     "iter_clips",
     "make_subject",
     "render_clip",
@@ -128,6 +131,7 @@ class _Timeline:
         head_px: float,
         blinks: Sequence[tuple[float, float]] = (),
         events: Sequence[_Scheduled] = (),
+        look: Look | None = None,
     ):
         self.subject, self.size, self.fps, self.frames = subject, size, fps, frames
         self.events = sorted(events, key=lambda s: s.event.onset)
@@ -136,6 +140,7 @@ class _Timeline:
         self._blink_starts = [b[0] for b in self.blinks]
         self.noise = subject.noise_sigma if distractors else 0.0
         self.rng = rng
+        self.look = look
         # Head drift: smooth (cosine-interpolated) random offsets every 0.2-0.4 s, bounded.
         step = max(fps * float(rng.uniform(0.2, 0.4)), 1.0)
         n = int(frames / step) + 2
@@ -168,6 +173,8 @@ class _Timeline:
 
     def frame(self, t: int) -> np.ndarray:
         img = render_face(self.subject, self.size, self.state(t))
+        if self.look is not None:
+            img = self.look.apply(img, self.rng)
         if self.noise > 0.0:
             img += self.rng.standard_normal(img.shape, dtype=np.float32) * np.float32(self.noise)
         np.clip(img, 0.0, 255.0, out=img)
@@ -247,13 +254,15 @@ def render_clip(
     amplitude: float = 1.0,
     distractors: bool = True,
     name: str | None = None,
+    look: Look | None = None,
 ) -> SynthClip:
     """One clip: neutral lead-in (length drawn from ``lead_s`` seconds), the event, a
     neutral tail (``trail_s``), with blinks, head drift and sensor noise sprinkled in
     (``distractors=False`` renders a clean clip). ``emotion="others"`` has no event: only
     distractors, over a clip of the same length distribution. ``kind="macro"`` makes the
     event a macro-expression. ``amplitude`` scales the motion (1.0: 2-4 px at 128 px).
-    ``rng`` is a Generator or a seed; None means seed 0.
+    ``rng`` is a Generator or a seed; None means seed 0. ``look`` renders the clip as one
+    dataset's camera sees it (:mod:`.synth_domains`; None: the neutral CASME II look).
     """
     _check_emotion(emotion)
     h, w = _check(fps, size, amplitude)
@@ -274,7 +283,7 @@ def render_clip(
         blinks.append((float(rng.uniform(0, max(frames - length, 1))), length))
     head_px = rng.uniform(0.5, 2.0) if emotion == "others" else rng.uniform(0.1, 1.0)
     timeline = _Timeline(
-        subject,
+        look.subject(subject) if look is not None else subject,
         (h, w),
         fps,
         frames,
@@ -283,6 +292,7 @@ def render_clip(
         head_px=head_px * min(h, w) / _REF_SIZE,
         blinks=blinks,
         events=events,
+        look=look,
     )
     return SynthClip(
         subject=subject.id,
@@ -343,104 +353,9 @@ def _check_counts(subjects: int, clips_per_emotion: int, seed: int) -> None:
         raise InputError(f"seed={seed!r}: must be >= 0")
 
 
-def _schedule_stream(
-    rng: np.random.Generator,
-    seconds: float,
-    fps: float,
-    scale: float,
-    micro_rate_hz: float,
-    include_macro: bool,
-) -> list[_Scheduled]:
-    """Events separated by >= 0.5 s of neutral face, about ``micro_rate_hz`` micro per second."""
-    events: list[_Scheduled] = []
-    if micro_rate_hz <= 0:
-        return events
-    end = round(seconds * fps) - 1
-    gap_mean = max(1.0 / micro_rate_hz - 0.5 - 0.27, 0.05)  # 0.27 s: mean micro duration
-    t = round(rng.uniform(0.3, 0.8) * fps)
-    since_macro = 0
-    while True:
-        # About one event in five is a macro-expression, and never more than four micro in a row.
-        macro = include_macro and (rng.uniform() < 0.2 or since_macro >= 4)
-        kind = "macro" if macro else "micro"
-        since_macro = 0 if macro else since_macro + 1
-        emotion = EMOTIONS[int(rng.integers(3))]
-        sched = _draw_event(rng, kind, emotion, t, fps, scale)
-        if sched.event.offset + round(0.3 * fps) > end:
-            return events
-        events.append(sched)
-        t = sched.event.offset + math.ceil(0.5 * fps) + 1 + round(rng.exponential(gap_mean) * fps)
+def __getattr__(name: str):  # ``from edge_mer.calibration.synth import generate_stream``
+    if name == "generate_stream":
+        from edge_mer.calibration.synth_stream import generate_stream
 
-
-def _stream_timeline(
-    seconds: float,
-    fps: float,
-    size: tuple[int, int],
-    seed: int,
-    subject_index: int,
-    micro_rate_hz: float,
-    include_macro: bool,
-) -> _Timeline:
-    h, w = _check(fps, size)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise InputError(f"seconds={seconds!r}: must be > 0")
-    _check_counts(1, 1, seed)
-    if subject_index < 0:
-        raise InputError(f"subject_index={subject_index!r}: must be >= 0")
-    subject = make_subject(seed, subject_index)
-    rng = np.random.default_rng([seed, subject_index, _STREAM_SALT])
-    scale = min(h, w) / _REF_SIZE
-    events = _schedule_stream(rng, seconds, fps, scale, micro_rate_hz, include_macro)
-    frames = round(seconds * fps)
-    # Blinks about every 4 s (people blink 10-20 times a minute), never inside an event, so
-    # the ground truth stays clean.
-    blinks = []
-    busy = [(s.event.onset, s.event.offset) for s in events]
-    t = rng.exponential(4.0) * fps
-    while t < frames:
-        length = rng.uniform(0.1, 0.3) * fps
-        if not any(a - 1 <= t + length and t <= b + 1 for a, b in busy):
-            blinks.append((float(t), float(length)))
-        t += length + rng.exponential(4.0) * fps
-    return _Timeline(
-        subject,
-        (h, w),
-        fps,
-        frames,
-        rng,
-        distractors=True,
-        head_px=rng.uniform(0.3, 2.0) * scale,
-        blinks=blinks,
-        events=events,
-    )
-
-
-def generate_stream(
-    *,
-    seconds: float,
-    fps: float = 200.0,
-    size: tuple[int, int] = (128, 128),
-    seed: int = 0,
-    subject_index: int = 0,
-    micro_rate_hz: float = 0.5,
-    include_macro: bool = True,
-    lazy: bool | None = None,
-) -> tuple[Iterator[np.ndarray] | np.ndarray, list[SynthEvent]]:
-    """A continuous stream of one subject: neutral face, blinks, head drift, noise, and
-    events (about ``micro_rate_hz`` micro-expressions per second, 20% macro-expressions if
-    ``include_macro``) separated by >= 0.5 s of neutral face.
-
-    Returns (frames, events). ``frames`` is an iterator of uint8 BGR [H, W, 3] frames if
-    ``lazy`` (default: lazy when the stream would exceed 64 MiB), else a [T, H, W, 3] array;
-    both iterate frame by frame and give the same bytes. ``round(seconds * fps)`` frames.
-    """
-    timeline = _stream_timeline(
-        seconds, fps, size, seed, subject_index, micro_rate_hz, include_macro
-    )
-    events = [s.event for s in timeline.events]
-    h, w = timeline.size
-    if lazy is None:
-        lazy = timeline.frames * h * w * 3 > 64 * 2**20
-    if lazy:
-        return iter(timeline), events
-    return np.stack(list(timeline)), events
+        return generate_stream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

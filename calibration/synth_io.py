@@ -1,14 +1,15 @@
-"""Synthetic clips and streams on disk: the CASME II layout, videos, and ``edge-mer synth``.
+"""Synthetic clips and streams on disk: videos, streams, and what ``edge-mer synth`` writes.
 
-Clips and streams come from :mod:`.synth`; this module only writes them. Every file is
-replaced atomically (temp name + ``os.replace``), so a crash leaves no half file, and each
-label sheet is written after the frames it describes.
+Clips and streams come from :mod:`.synth` and :mod:`.synth_stream`; the datasets' layouts
+(CASME II, SAMM, SMIC) are written by :mod:`.synth_layouts`. Every file is replaced
+atomically (temp name + ``os.replace``), so a crash leaves no half file, and each label
+sheet is written after the frames it describes.
 
 - :func:`write_casme2`: ``CASME2-coding.csv`` + ``subNN/EPee_cc/imgN.jpg``, frame numbers
   1-based as CASME II has them (``img1.jpg`` is frame 1).
 - :func:`write_videos`: one video per clip + ``labels.csv``, frames 0-based.
 - :func:`write_stream`: one long video + ``<stem>.events.csv``, frames 0-based.
-- :func:`synthesize`: what ``edge-mer synth --out DIR`` writes.
+- :func:`synthesize`: what ``edge-mer synth --out DIR [--layout ...]`` does.
 """
 
 from __future__ import annotations
@@ -29,10 +30,18 @@ from edge_mer.calibration.synth import (
     _check,
     _check_counts,
     _check_dataset,
-    _stream_timeline,
     iter_clips,
 )
-from edge_mer.errors import EdgeMerError, InputError
+from edge_mer.calibration.synth_layouts import (
+    CASME2_COLUMNS,
+    CASME2_SHEET,
+    LAYOUTS,
+    CasmeWriter,
+    write_csv,
+    write_layout,
+)
+from edge_mer.calibration.synth_stream import _stream_timeline
+from edge_mer.errors import InputError
 
 __all__ = [
     "CASME2_COLUMNS",
@@ -45,16 +54,6 @@ __all__ = [
     "write_videos",
 ]
 
-CASME2_SHEET = "CASME2-coding.csv"
-CASME2_COLUMNS = (
-    "Subject",
-    "Filename",
-    "OnsetFrame",
-    "ApexFrame",
-    "OffsetFrame",
-    "Action Units",
-    "Estimated Emotion",
-)
 LABEL_COLUMNS = ("file", "subject", "emotion", "onset_frame", "apex_frame", "offset_frame", "fps")
 EVENT_COLUMNS = (
     "kind",
@@ -69,65 +68,6 @@ EVENT_COLUMNS = (
 )
 
 Progress = Callable[[int, int, str], None]
-
-
-def _replace_text(path: Path, write: Callable[[object], None]) -> None:
-    """Write a text file through a temp file + os.replace: a crash leaves no half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    def write(f: object) -> None:
-        writer = csv.writer(f)  # type: ignore[arg-type]
-        writer.writerow(header)
-        writer.writerows(rows)
-
-    _replace_text(path, write)
-
-
-class _CasmeWriter:
-    """Writes clips in the CASME II layout; the sheet goes last."""
-
-    def __init__(self, root: Path, fps: float, size: tuple[int, int], seed: int):
-        self.root, self.fps, self.size, self.seed = Path(root), fps, size, seed
-        self.rows: list[list[object]] = []
-        self.frames = 0
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def add(self, clip: SynthClip) -> None:
-        folder = self.root / f"sub{clip.subject}" / clip.name
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("img*.jpg"):  # a rerun with --force must not keep stale frames
-            old.unlink()
-        for n, frame in enumerate(clip.frames, start=1):
-            path = folder / f"img{n}.jpg"
-            if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
-                raise EdgeMerError(f"could not write {path}")
-        last = len(clip.frames)
-        if clip.event is None:
-            row = [clip.subject, clip.name, 1, (last + 1) // 2, last, "", clip.emotion]
-        else:
-            e = clip.event
-            row = [clip.subject, clip.name, e.onset + 1, e.apex + 1, e.offset + 1, e.aus, e.emotion]
-        self.rows.append(row)
-        self.frames += last
-
-    def finish(self) -> Path:
-        h, w = self.size
-        text = (
-            "Synthetic micro-expression clips written by `edge-mer synth` (edge_mer.calibration."
-            "synth).\nNot real faces: procedural faces with action-unit motions, for demos, "
-            f"INT8 calibration and tests.\n\nfps: {self.fps:g}\nsize: {h}x{w} (height x width)\n"
-            f"seed: {self.seed}\nclips: {len(self.rows)}\nframes: {self.frames}\n"
-            f"layout: {CASME2_SHEET} + subXX/EPee_cc/imgN.jpg, frame numbers 1-based as in "
-            "CASME II.\n"
-        )
-        _replace_text(self.root / "README.txt", lambda f: f.write(text))  # type: ignore[attr-defined]
-        _write_csv(self.root / CASME2_SHEET, CASME2_COLUMNS, self.rows)
-        return self.root
 
 
 def _open_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
@@ -185,7 +125,7 @@ class _VideoSetWriter:
         self.rows.append([name, clip.subject, clip.emotion, *marks, f"{self.fps:g}"])
 
     def finish(self) -> Path:
-        _write_csv(self.root / "labels.csv", LABEL_COLUMNS, self.rows)
+        write_csv(self.root / "labels.csv", LABEL_COLUMNS, self.rows)
         return self.root
 
 
@@ -194,7 +134,7 @@ def _clip_count(subjects: int, clips_per_emotion: int, emotions: Sequence[str]) 
 
 
 def _write_all(
-    writer: _CasmeWriter | _VideoSetWriter,
+    writer: CasmeWriter | _VideoSetWriter,
     what: Callable[[SynthClip], str],
     progress: Progress | None,
     *,
@@ -216,7 +156,10 @@ def _write_all(
         emotions=emotions,
     )
     for i, clip in enumerate(clips):
-        writer.add(clip)
+        if isinstance(writer, CasmeWriter):
+            writer.add(0, 0, clip)
+        else:
+            writer.add(clip)
         if progress is not None:
             progress(i + 1, total, what(clip))
     return writer.finish()
@@ -240,7 +183,7 @@ def write_casme2(
     ``out_dir/subNN/EPee_cc/img1.jpg..imgN.jpg`` (JPEG quality 95, frame numbers 1-based).
     """
     _check_dataset(subjects, clips_per_emotion, fps, size, seed, emotions)
-    writer = _CasmeWriter(Path(out_dir), fps, tuple(size), seed)  # type: ignore[arg-type]
+    writer = CasmeWriter(LAYOUTS["casme2"], Path(out_dir), fps, tuple(size), seed)
     return _write_all(
         writer,
         lambda c: f"casme2 sub{c.subject}/{c.name}",
@@ -329,83 +272,114 @@ def write_stream(
         for e in (s.event for s in timeline.events)
     ]
     events_path = path.with_name(f"{path.stem}.events.csv")
-    _write_csv(events_path, EVENT_COLUMNS, rows)
+    write_csv(events_path, EVENT_COLUMNS, rows)
     return path, events_path
 
 
 def synthesize(
     out: Path | str,
     *,
+    layouts: Sequence[str] = ("casme2",),
     subjects: int = 4,
     clips_per_emotion: int = 3,
-    fps: float = 200.0,
+    fps: float | None = None,
     size: tuple[int, int] = (128, 128),
     seed: int = 0,
     videos: bool = False,
     stream_seconds: float = 0.0,
     progress: Progress | None = None,
 ) -> dict:
-    """What ``edge-mer synth --out DIR`` does: ``DIR/casme2/`` always, ``DIR/videos/`` if
-    ``videos`` (the same clips, rendered once), ``DIR/stream.avi`` + ``stream.events.csv``
-    if ``stream_seconds > 0``. Files it writes are replaced; others in DIR are left alone.
+    """What ``edge-mer synth --out DIR`` does: ``DIR/<layout>/`` for each of ``layouts``
+    (:data:`~.synth_layouts.LAYOUTS`; each at its dataset's fps unless ``fps`` is given),
+    ``DIR/videos/`` if ``videos`` (the casme2 clips, rendered once), ``DIR/stream.avi`` +
+    ``stream.events.csv`` if ``stream_seconds > 0`` (at ``fps`` or 200). Files it writes are
+    replaced; others in DIR are left alone.
 
-    ``progress(done, total, what)`` counts clips, plus one unit per stream second.
-    Returns a summary: paths (str or None), counts, fps, size, elapsed seconds.
+    ``progress(done, total, what)`` counts clips, plus one unit per stream second. Returns a
+    summary: ``layouts`` (one :func:`~.synth_layouts.write_layout` summary each), and for the
+    casme2 clips ``casme2`` (path or None), ``clips``, ``frames``, ``emotions``, ``fps``;
+    ``videos``, ``stream`` paths (or None), size, seed, elapsed seconds.
     """
     start = time.perf_counter()
     out = Path(out)
     size = tuple(int(v) for v in size)  # type: ignore[assignment]
-    _check(fps, size)
+    unknown = [name for name in layouts if name not in LAYOUTS]
+    if unknown or not layouts:
+        raise InputError(f"layouts {list(layouts)!r}: choose from {', '.join(LAYOUTS)}")
+    base_fps = LAYOUTS["casme2"].fps if fps is None else fps
+    for name in layouts:
+        _check(LAYOUTS[name].fps if fps is None else fps, size)
     _check_counts(subjects, clips_per_emotion, seed)
     if not (math.isfinite(stream_seconds) and stream_seconds >= 0):
         raise InputError(f"stream_seconds={stream_seconds!r}: must be >= 0")
-    n_clips = _clip_count(subjects, clips_per_emotion, EMOTIONS)
-    stream_units = math.ceil(round(stream_seconds * fps) / fps) if stream_seconds > 0 else 0
+    per_layout = {
+        name: subjects * clips_per_emotion * len(LAYOUTS[name].emotions) for name in layouts
+    }
+    n_casme = _clip_count(subjects, clips_per_emotion, EMOTIONS)
+    n_clips = sum(per_layout.values()) + (n_casme if videos and "casme2" not in layouts else 0)
+    stream_units = (
+        math.ceil(round(stream_seconds * base_fps) / base_fps) if stream_seconds > 0 else 0
+    )
     total = n_clips + stream_units
     out.mkdir(parents=True, exist_ok=True)
-    casme = _CasmeWriter(out / "casme2", fps, size, seed)  # type: ignore[arg-type]
-    vids = _VideoSetWriter(out / "videos", fps, size, "MJPG", ".avi") if videos else None  # type: ignore[arg-type]
-    per_emotion = dict.fromkeys(EMOTIONS, 0)
-    for i, clip in enumerate(
-        iter_clips(
-            subjects=subjects, clips_per_emotion=clips_per_emotion, fps=fps, size=size, seed=seed
-        )
-    ):
-        casme.add(clip)
-        if vids is not None:
-            vids.add(clip)
-        per_emotion[clip.emotion] += 1
+    vids = _VideoSetWriter(out / "videos", base_fps, size, "MJPG", ".avi") if videos else None  # type: ignore[arg-type]
+    done = 0
+
+    def tick(_done: int, _total: int, what: str) -> None:
+        nonlocal done
+        done += 1
         if progress is not None:
-            progress(i + 1, total, f"clip sub{clip.subject}/{clip.name}")
-    summary: dict = {
-        "out": str(out),
-        "casme2": str(casme.finish()),
-        "clips": n_clips,
-        "frames": casme.frames,
-        "emotions": per_emotion,
-        "subjects": subjects,
-        "fps": float(fps),
-        "size": list(size),
-        "seed": seed,
-        "videos": str(vids.finish()) if vids is not None else None,
-        "stream": None,
-        "stream_events": None,
-        "stream_event_counts": None,
-    }
+            progress(done, total, what)
+
+    summary: dict = {"out": str(out), "layouts": {}, "casme2": None, "clips": 0, "frames": 0}
+    for name in layouts:
+        also = vids.add if (vids is not None and name == "casme2") else None
+        written = write_layout(
+            name,
+            out / name,
+            subjects=subjects,
+            clips_per_emotion=clips_per_emotion,
+            fps=fps,
+            size=size,  # type: ignore[arg-type]
+            seed=seed,
+            progress=tick,
+            also=also,
+        )
+        summary["layouts"][name] = written
+    if vids is not None and "casme2" not in layouts:
+        for clip in iter_clips(
+            subjects=subjects,
+            clips_per_emotion=clips_per_emotion,
+            fps=base_fps,
+            size=size,
+            seed=seed,
+        ):
+            vids.add(clip)
+            tick(0, 0, f"video sub{clip.subject}/{clip.name}")
+    casme = summary["layouts"].get("casme2")
+    summary.update(
+        casme2=casme["root"] if casme else None,
+        clips=casme["clips"] if casme else 0,
+        frames=casme["frames"] if casme else 0,
+        emotions=casme["labels"] if casme else {},
+        subjects=subjects,
+        fps=float(base_fps),
+        size=list(size),
+        seed=seed,
+        videos=str(vids.finish()) if vids is not None else None,
+        stream=None,
+        stream_events=None,
+        stream_event_counts=None,
+    )
     if stream_seconds > 0:
-
-        def stream_progress(done: int, _total: int, what: str) -> None:
-            if progress is not None:
-                progress(n_clips + done, total, what)
-
         video, events = write_stream(
             out / "stream.avi",
             seconds=stream_seconds,
-            fps=fps,
-            size=size,
+            fps=base_fps,
+            size=size,  # type: ignore[arg-type]
             seed=seed,
-            progress=stream_progress,
-        )  # type: ignore[arg-type]
+            progress=lambda d, _t, what: progress(n_clips + d, total, what) if progress else None,
+        )
         with open(events, newline="", encoding="utf-8") as f:
             kinds = [row["kind"] for row in csv.DictReader(f)]
         summary.update(

@@ -239,7 +239,7 @@ def load_clip_folder(
     skipped: dict[str, int] = {}
     for i, src in enumerate(sources):
         coded = src.coded
-        name = label_map.get(coded.emotion, coded.emotion)
+        name = label_map.get(coded.canonical_emotion, coded.canonical_emotion)
         if name not in labels:
             skipped[coded.emotion] = skipped.get(coded.emotion, 0) + 1
             continue

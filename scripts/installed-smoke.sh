@@ -97,4 +97,9 @@ expect_extra convert convert model.safetensors --out base-bundle
     "$B" doctor >/dev/null
 )
 
+step "base install: the dataset tools need no extra; the shipped MEGC 2019 list loads"
+"$WORK/base/bin/edge-mer" datasets maps megc3 >/dev/null
+"$WORK/base/bin/python" -c 'from edge_mer.calibration.datasets import official_list
+assert len(official_list()) == 442'
+
 step "installed-package smoke passed"

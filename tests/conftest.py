@@ -34,3 +34,20 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(model, path, model.config)
     return path
+
+
+@pytest.fixture(scope="session")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Copies of CASME II (.xlsx), SAMM (.xlsx, preamble), SMIC-HS (folders) and CAS(ME)^3
+    (.xlsx) laid out as distributed, with the documented counts (tests/calibration/datasets/
+    copies.py); empty frame files. Written once per session."""
+    pytest.importorskip("openpyxl")
+    from tests.calibration.datasets import copies
+
+    base = tmp_path_factory.mktemp("copies")
+    return {
+        "casme2": copies.write_casme2(base / "CASME2"),
+        "samm": copies.write_samm(base / "SAMM-copy"),
+        "smic-hs": copies.write_smic(base / "SMIC"),
+        "casme3": copies.write_casme3(base / "CASME3"),
+    }

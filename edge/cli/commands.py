@@ -21,9 +21,16 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("run", "run_cmd", "run"),
     ("bench", "bench_cmd", "bench"),
 ]
+# (group name, module under edge_mer.cli, its typer.Typer): commands with subcommands.
+GROUPS: list[tuple[str, str, str]] = [
+    ("datasets", "datasets_cmd", "app"),
+]
 
 
 def register(app: typer.Typer) -> None:
     for name, module, func in COMMANDS:
         mod = importlib.import_module(f"edge_mer.cli.{module}")
         app.command(name)(getattr(mod, func))
+    for name, module, attr in GROUPS:
+        mod = importlib.import_module(f"edge_mer.cli.{module}")
+        app.add_typer(getattr(mod, attr), name=name)

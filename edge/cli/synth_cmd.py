@@ -1,4 +1,4 @@
-"""``edge-mer synth``: write synthetic micro-expression clips (CASME II layout, videos, stream)."""
+"""``edge-mer synth``: synthetic micro-expression datasets in every layout, videos, a stream."""
 
 from __future__ import annotations
 
@@ -15,15 +15,27 @@ from edge_mer.errors import InputError
 @errors
 def synth(
     out: Annotated[
-        Path, typer.Option("--out", help="Directory to write (casme2/, videos/, stream.avi).")
+        Path, typer.Option("--out", help="Directory to write (<layout>/, videos/, stream.avi).")
     ],
+    layout: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--layout",
+            help="Dataset layout to write, repeatable: casme2, samm, smic-hs, smic-vis, "
+            "smic-nir (each with its own subjects, look and fps). Default: casme2.",
+        ),
+    ] = None,
     subjects: Annotated[int, typer.Option(help="Synthetic subjects (1-99).")] = 4,
     clips_per_emotion: Annotated[
         int, typer.Option(help="Clips per subject for each emotion (1-99).")
     ] = 3,
     fps: Annotated[
-        float, typer.Option(help="Frame rate of the clips (>= 10; CASME II: 200).")
-    ] = 200.0,
+        float | None,
+        typer.Option(
+            help="Frame rate of every layout (>= 10). Default: each dataset's own (CASME II "
+            "and SAMM 200, SMIC-HS 100, SMIC-VIS/NIR 25)."
+        ),
+    ] = None,
     size: Annotated[int, typer.Option(help="Frame height and width in pixels (>= 32).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same frames.")] = 0,
     videos: Annotated[
@@ -40,8 +52,9 @@ def synth(
         bool, typer.Option("--force", help="Write into a non-empty --out, replacing our files.")
     ] = False,
 ) -> None:
-    """Write synthetic micro-expression clips for demos, INT8 calibration and tests."""
-    _validate(out, subjects, clips_per_emotion, fps, size, seed, stream_seconds, force)
+    """Write synthetic micro-expression datasets: demos, INT8 calibration, protocols, tests."""
+    layouts = list(dict.fromkeys(layout or ["casme2"]))
+    _validate(out, layouts, subjects, clips_per_emotion, fps, size, seed, stream_seconds, force)
     from edge_mer.errors import require
 
     require("cv2", purpose="edge-mer synth", host=True)  # it writes the videos and images
@@ -64,6 +77,7 @@ def synth(
 
         summary = synthesize(
             out,
+            layouts=layouts,
             subjects=subjects,
             clips_per_emotion=clips_per_emotion,
             fps=fps,
@@ -73,11 +87,13 @@ def synth(
             stream_seconds=stream_seconds,
             progress=progress,
         )
-    counts = ", ".join(f"{k} {v}" for k, v in summary["emotions"].items())
-    lines = [
-        f"wrote {summary['clips']} clips ({counts}; {summary['frames']} frames, {fps:g} fps, "
-        f"{size}x{size}) to {summary['casme2']}"
-    ]
+    lines = []
+    for written in summary["layouts"].values():
+        counts = ", ".join(f"{k} {v}" for k, v in written["labels"].items())
+        lines.append(
+            f"wrote {written['layout']}: {written['clips']} clips ({counts}; {written['frames']} "
+            f"frames, {written['fps']:g} fps, {size}x{size}) to {written['root']}"
+        )
     if summary["videos"]:
         lines.append(f"wrote {summary['clips']} videos + labels.csv to {summary['videos']}")
     if summary["stream"]:
@@ -93,21 +109,27 @@ def synth(
 
 def _validate(
     out: Path,
+    layouts: list[str],
     subjects: int,
     clips_per_emotion: int,
-    fps: float,
+    fps: float | None,
     size: int,
     seed: int,
     stream_seconds: float,
     force: bool,
 ) -> None:
+    from edge_mer.calibration.synth_layouts import LAYOUTS
+
+    unknown = [name for name in layouts if name not in LAYOUTS]
+    if unknown:
+        raise InputError(f"--layout {unknown[0]!r}: choose one of {', '.join(LAYOUTS)}")
     if not 1 <= subjects <= 99:
         raise InputError(f"--subjects {subjects}: must be between 1 and 99")
     if not 1 <= clips_per_emotion <= 99:
         raise InputError(f"--clips-per-emotion {clips_per_emotion}: must be between 1 and 99")
-    if not (math.isfinite(fps) and fps > 0):
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise InputError(f"--fps {fps:g}: must be a positive number")
-    if fps < 10:
+    if fps is not None and fps < 10:
         raise InputError(
             f"--fps {fps:g}: micro-expressions last 40-500 ms; use at least 10 fps "
             "(CASME II is 200)"

@@ -106,7 +106,7 @@ def test_discover_casme2_root(tmp_path):
     )
     write_frames(tmp_path / "sub01" / "EP01", range(4))
     (clip,) = discover_clips(tmp_path, default_fps=30.0)
-    assert (clip.kind, clip.name, clip.fps) == ("casme2", "sub01/EP01", 200.0)
+    assert (clip.kind, clip.name, clip.fps) == ("casme2", "casme2/01/EP01", 200.0)
     assert clip.coded is not None and clip.coded.emotion == "happiness"
     assert len(clip.frame_paths) == 4
 

@@ -5,12 +5,13 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from edge_mer.calibration.casme2 import (  # noqa: E402
-    CodedClip,
+from edge_mer.calibration.datasets.casme2 import (  # noqa: E402
     is_casme2_root,
     load_casme2,
-    read_coding_sheet,
+    read_casme2,
 )
+from edge_mer.calibration.datasets.schema import Sample  # noqa: E402
+from edge_mer.calibration.datasets.sheets import read_sheet  # noqa: E402
 from edge_mer.errors import DataError, MissingDependencyError  # noqa: E402
 
 HEADER = [
@@ -28,7 +29,7 @@ ROWS = [
     ["1", "EP02_01f", "", "7", "9", "11", "AU4", " Disgust "],
     # "/" apex, already padded subject
     ["02", "EP03_02", "", "3", "/", "5", "AU12", "happiness"],
-    # no frame folder on disk: skipped with a warning
+    # no frame folder on disk: a missing-folder problem, logged
     ["03", "EP09_09", "", "1", "2", "3", "AU1", "others"],
 ]
 
@@ -58,25 +59,35 @@ def casme_root(tmp_path):
 def test_load_casme2_parses_sheet_and_frames(casme_root, caplog):
     with caplog.at_level(logging.WARNING):
         clips = load_casme2(casme_root)
-    assert [c.filename for c in clips] == ["EP02_01f", "EP03_02"]
-    assert "EP09_09" in caplog.text
+    assert [c.clip for c in clips] == ["EP02_01f", "EP03_02"]
+    assert "casme2/03/EP09_09" in caplog.text and "missing-folder" in caplog.text
 
     first = clips[0]
-    assert isinstance(first, CodedClip)
+    assert isinstance(first, Sample)
+    assert first.id == "casme2/01/EP02_01f" and first.filename == first.clip == "EP02_01f"
     assert first.subject == "01"
     assert (first.onset, first.apex, first.offset) == (7, 9, 11)
-    assert first.emotion == "disgust"
+    assert first.emotion == "Disgust" and first.canonical_emotion == "disgust"
     assert first.action_units == "AU4"
     assert first.fps == 200.0
     assert first.frame_numbers == (7, 8, 9, 10, 11, 12)
-    assert [p.name for p in first.frames] == [f"img{n}.jpg" for n in (7, 8, 9, 10, 11, 12)]
+    assert [p.name for p in first.frame_paths] == [f"img{n}.jpg" for n in (7, 8, 9, 10, 11, 12)]
     assert (first.onset_index, first.apex_index, first.offset_index) == (0, 2, 4)
 
     second = clips[1]
     assert second.subject == "02"
     assert second.apex is None and second.apex_index is None
-    assert second.frames[0].name == "reg_img3.jpg"
+    assert second.frame_paths[0].name == "reg_img3.jpg"
     assert second.offset_index == 2
+
+
+def test_read_casme2_reports_every_row(casme_root):
+    copy = read_casme2(casme_root)
+    assert copy.rows == 3 and len(copy.samples) == 2
+    assert copy.missing == ["casme2/03/EP09_09"]
+    (erratum,) = copy.errata
+    assert erratum.sample == "casme2/02/EP03_02" and "'/'" in erratum.issue
+    assert erratum.source == "detected"
 
 
 def test_fps_is_carried(casme_root):
@@ -88,15 +99,15 @@ def test_header_by_name_case_and_space_insensitive(tmp_path):
     header = ["Unnamed: 0", "estimated emotion", "FILENAME", "subject", "Offset Frame"]
     header += ["onset_frame", "apexframe"]
     _write_csv(sheet, header, [["", "Surprise", "EP01", "4", "20", "10", "15"], [""] * 7])
-    rows = read_coding_sheet(sheet)
+    rows = read_sheet(sheet, ["subject"]).records
     assert rows == [
         {
-            "estimatedemotion": "Surprise",
+            "emotion": "Surprise",
             "filename": "EP01",
             "subject": "4",
-            "offsetframe": "20",
-            "onsetframe": "10",
-            "apexframe": "15",
+            "offset": "20",
+            "onset": "10",
+            "apex": "15",
         }
     ]
     _write_frames(tmp_path / "sub04" / "EP01", [10, 15, 20])
@@ -106,7 +117,7 @@ def test_header_by_name_case_and_space_insensitive(tmp_path):
         10,
         15,
         20,
-        "surprise",
+        "Surprise",
     )
 
 
@@ -114,7 +125,7 @@ def test_cropped_release_one_level_down(tmp_path):
     _write_csv(tmp_path / "CASME2-coding-20190701.csv", HEADER, ROWS[:1])
     _write_frames(tmp_path / "Cropped" / "sub01" / "EP02_01f", [7, 9, 11], prefix="reg_img")
     (clip,) = load_casme2(tmp_path)
-    assert clip.frames[0].parent == tmp_path / "Cropped" / "sub01" / "EP02_01f"
+    assert clip.frame_paths[0].parent == tmp_path / "Cropped" / "sub01" / "EP02_01f"
 
 
 def test_is_casme2_root(casme_root, tmp_path):
@@ -131,7 +142,10 @@ def test_no_sheet_names_root(tmp_path):
 
 def test_no_clips_on_disk(tmp_path):
     _write_csv(tmp_path / "CASME2-coding.csv", HEADER, ROWS)
-    with pytest.raises(DataError, match="no usable CASME II clips"):
+    with pytest.raises(DataError, match="no CASME II frame folders"):
+        load_casme2(tmp_path)
+    (tmp_path / "sub07" / "EP01").mkdir(parents=True)
+    with pytest.raises(DataError, match="do not match the casme2 annotations"):
         load_casme2(tmp_path)
 
 
@@ -139,12 +153,17 @@ def test_missing_column_and_bad_frame_number(tmp_path):
     _write_csv(
         tmp_path / "CASME2-coding.csv", ["Subject", "Filename", "OnsetFrame"], [["1", "a", "3"]]
     )
-    with pytest.raises(DataError, match="lacks column"):
+    _write_frames(tmp_path / "sub01" / "a", [3])
+    with pytest.raises(DataError, match="lacks the column") as e:
         load_casme2(tmp_path)
-    _write_csv(tmp_path / "CASME2-coding.csv", HEADER, [["1", "EP", "", "x3", "/", "5", "", "a"]])
+    assert "['offset', 'emotion']" in str(e.value) and "'OnsetFrame'" in str(e.value)
+    rows = [["1", "EP", "", "x3", "/", "5", "", "a"], ["1", "a", "", "3", "3", "3", "", "b"]]
+    _write_csv(tmp_path / "CASME2-coding.csv", HEADER, rows)
     _write_frames(tmp_path / "sub01" / "EP", [3, 4, 5])
-    with pytest.raises(DataError, match="'x3'"):
-        load_casme2(tmp_path)
+    copy = read_casme2(tmp_path)
+    (bad,) = [p for p in copy.problems if p.kind == "bad-marks"]
+    assert bad.sample == "casme2/01/EP" and "'x3'" in bad.detail
+    assert [s.id for s in copy.samples] == ["casme2/01/a"]
 
 
 def test_xlsx_sheet(tmp_path):

@@ -1,0 +1,1 @@
+"""Official lists shipped byte for byte as package data (one subpackage per list)."""
