@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # A CPU-only torch, installed before the package: a torch requirement that admits a newer
 # release would otherwise pull several GB of CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= convert,cpu,mqtt,plots,dev
+EXTRAS ?= convert,cpu,mqtt,plots,ray,dev
 
 .PHONY: install system-deps demo test lint smoke trt-signatures clean
 

@@ -45,6 +45,10 @@ class ConvertOptions:
 
     int8: bool = False
     calib: Path | None = None
+    # Clips already in memory (uint8 [T, H, W, C] at the model's fps and size), instead of
+    # --calib: what `edge-mer experiment` passes, the clips of a fold's training subjects.
+    calib_clips: list[np.ndarray] | None = None
+    calib_source: str = ""
     calib_method: str = "entropy"
     calib_fps: float | None = None
     holdout: float = 0.25
@@ -57,7 +61,7 @@ class ConvertOptions:
     name: str | None = None
 
     def check(self) -> None:
-        if self.int8 and self.calib is None:
+        if self.int8 and self.calib is None and self.calib_clips is None:
             raise InputError(
                 "--int8 needs calibration clips: pass --calib PATH (videos, frame "
                 "folders or a CASME II root; `edge-mer synth` makes some)"
@@ -99,13 +103,27 @@ def load_calibration(opts: ConvertOptions, loaded: LoadedModel, say: Say) -> dic
     spec = loaded.spec
     pre = FramePreprocessor(spec["height"], spec["width"], spec["channels"])
     need = 4 if opts.int8 else 1
-    say(f"reading calibration clips from {opts.calib}")
-    clips, sources = load_clips(Path(opts.calib), pre, fps=spec["fps"], min_clips=need)
+    if opts.calib_clips is not None:
+        clips = list(opts.calib_clips)
+        sources = [opts.calib_source or "in memory"] * len(clips)
+        if len(clips) < need:
+            raise DataError(f"{len(clips)} calibration clips given; INT8 needs at least {need}")
+        want = tuple(pre.shape)
+        for i, c in enumerate(clips):
+            if c.dtype != np.uint8 or c.ndim != 4 or tuple(c.shape[1:]) != want:
+                raise DataError(
+                    f"calibration clip {i}: {c.dtype} {tuple(c.shape)}, expected uint8 "
+                    f"[T, {', '.join(map(str, want))}]"
+                )
+    else:
+        say(f"reading calibration clips from {opts.calib}")
+        clips, sources = load_clips(Path(opts.calib), pre, fps=spec["fps"], min_clips=need)
     if opts.int8:
         calib_idx, held_idx = _split(len(clips), opts.holdout)
         if len(calib_idx) < 2:
+            where = sources[0] if opts.calib is None else str(opts.calib)
             raise DataError(
-                f"{len(clips)} clips in {str(opts.calib)!r} leave "
+                f"{len(clips)} clips in {where!r} leave "
                 f"{len(calib_idx)} for calibration after holding out "
                 f"{len(held_idx)}: add clips or lower --holdout"
             )
@@ -168,7 +186,8 @@ def convert(
     spec = loaded.spec
     shapes = state_shapes(loaded)
     with BundleWriter(out, force=opts.force) as writer:
-        calib = load_calibration(opts, loaded, say) if opts.calib is not None else None
+        has_calib = opts.calib is not None or opts.calib_clips is not None
+        calib = load_calibration(opts, loaded, say) if has_calib else None
         say("exporting encoder.onnx, step.onnx, clip.onnx")
         ios = export_graphs(loaded, writer.staging)
         say("verifying PyTorch vs ONNX Runtime and streaming vs clip")
@@ -198,7 +217,7 @@ def convert(
             targets = int8["targets"]
         if calib is not None:
             calibration = {
-                "source": str(opts.calib),
+                "source": str(opts.calib) if opts.calib is not None else opts.calib_source,
                 "clips": len(calib["clips"]),
                 "calibration_clips": len(calib["calib_idx"]),
                 "held_out_clips": len(calib["held_idx"]),

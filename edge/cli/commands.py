@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 # (group name, module under edge_mer.cli, its typer.Typer): commands with subcommands.
 GROUPS: list[tuple[str, str, str]] = [
     ("datasets", "datasets_cmd", "app"),
+    ("experiment", "experiment_cmd", "app"),
 ]
 
 
