@@ -59,6 +59,7 @@ class RunOptions:
     frame_cache: bool = True  # False: every job decodes its own clips (benchmarks)
     feature_cache: bool = True  # False: stage-2 features recomputed every epoch (benchmarks)
     retries: int = 3
+    gpus: float = 0.0  # per job, declared to Ray
 
 
 @dataclass
@@ -262,6 +263,7 @@ def run_study(
         entry=ENTRY,
         out=str(opts.out),
         threads=threads,
+        gpus=opts.gpus,
         options={
             "study": json.loads(study.model_dump_json()),
             "labels": p.labels,

@@ -72,6 +72,13 @@ def run(
     cache: Annotated[
         Path | None, typer.Option(help="Frame cache folder (default OUT/cache; shareable).")
     ] = None,
+    gpus_per_job: Annotated[
+        float,
+        typer.Option(
+            help="ray: GPUs each job declares to the scheduler (training itself runs on the CPU).",
+            min=0,
+        ),
+    ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Run (or --resume) a study: every (model, seed, fold) trained, converted, scored."""
@@ -79,7 +86,13 @@ def run(
 
     _check_study_file(study)
     opts = RunOptions(
-        out=out, jobs=jobs, backend=backend, address=address, resume=resume, cache=cache
+        out=out,
+        jobs=jobs,
+        backend=backend,
+        address=address,
+        resume=resume,
+        cache=cache,
+        gpus=gpus_per_job,
     )
     results = _run(study, opts, quiet)
     j = results["jobs"]

@@ -251,17 +251,49 @@ def test_a_fold_that_fails_convert_is_recorded_and_the_others_go_on(
     assert "failed: lstm/seed=0/fold=casme2_01" in res.output
 
 
-def test_cross_dataset_trains_on_one_and_tests_on_the_other(write_study, tmp_path: Path) -> None:
-    study = write_study(protocol='kind = "cross"\ntrain = "casme2"\ntest = ["smic-hs"]')
-    results = run_study(study, RunOptions(out=tmp_path / "out"))
-    assert results["jobs"]["done"] == 1
+ARCHS = ("cnn_lstm", "cnn_gru", "cnn_attn_lstm", "cnn_transformer", "cnn_tcn")
+
+
+def test_cross_dataset_with_every_registry_architecture(write_study, tmp_path: Path) -> None:
+    models = "".join(f'[[model]]\nname = "{a}"\narch = "{a}"\nconfig = {TINY}\n' for a in ARCHS)
+    study = write_study(
+        protocol='kind = "cross"\ntrain = "casme2"\ntest = ["smic-hs"]\nfps = 25', models=models
+    )
+    results = run_study(study, RunOptions(out=tmp_path / "out", jobs=2))
+    assert results["jobs"]["done"] == len(ARCHS), results["jobs"]
     rows = _rows(tmp_path / "out")
     assert {r["dataset"] for r in rows} == {"smic-hs"}
-    rec = json.loads(next((tmp_path / "out").glob("*/*/*/fold.json")).read_text())
-    assert all(s.startswith("casme2/") for s in rec["fold"]["train_subjects"])
-    assert all(s.startswith("smic-hs/") for s in rec["fold"]["test_subjects"])
-    tests = {e["test"] for e in results["results"]}
-    assert "smic-hs" in tests
+    assert {r["model"] for r in rows} == set(ARCHS)
+    for rec_path in (tmp_path / "out").glob("*/*/*/fold.json"):
+        rec = json.loads(rec_path.read_text())
+        assert all(s.startswith("casme2/") for s in rec["fold"]["train_subjects"])
+        assert all(s.startswith("smic-hs/") for s in rec["fold"]["test_subjects"])
+    # protocol.fps = 25 resamples every dataset and every model to 25 fps.
+    bundle = json.loads(next((tmp_path / "out").glob("*/*/*/bundle/manifest.json")).read_text())
+    assert bundle["input"]["fps"] == 25.0
+    assert {e["test"] for e in results["results"]} == {"smic-hs", "all"}
+
+
+def test_megc2019_plans_68_folds_on_copies_of_the_official_layout(
+    roots: dict[str, Path], tmp_path: Path
+) -> None:
+    from edge_mer.convert.experiment.runner import plan
+    from edge_mer.convert.experiment.study import load_study
+    from tests.convert.experiment.conftest import study_text
+
+    text = study_text(tmp_path, protocol='kind = "megc2019"')
+    text = text.replace(
+        "[data]\n", "[data]\n" + "".join(f'{k} = "{roots[k]}"\n' for k in ("samm",))
+    )
+    text = text.replace(f'casme2 = "{tmp_path / "casme2"}"', f'casme2 = "{roots["casme2"]}"')
+    text = text.replace(f'smic-hs = "{tmp_path / "smic-hs"}"', f'smic-hs = "{roots["smic-hs"]}"')
+    (tmp_path / "study.toml").write_text(text)
+    p = plan(load_study(tmp_path / "study.toml"))
+    assert len(p.folds) == 68 and len(p.samples) == 442 and not p.missing
+    assert p.labels == ["negative", "positive", "surprise"]
+    for f in p.folds:
+        test = set(f.test_subjects)
+        assert len(test) == 1 and not test & (set(f.train_subjects) | set(f.validation_subjects))
 
 
 def test_a_dataset_root_the_readers_refuse_is_one_line(write_study, tmp_path: Path) -> None:
