@@ -222,7 +222,7 @@ def run_stream(
         pipeline.spotter = trace  # type: ignore[assignment]
         src_fps = getattr(pipeline.source, "fps", None)
         limit = round(stream.seconds * src_fps) if src_fps else None
-        run_until(pipeline, frames=limit)
+        why = run_until(pipeline, frames=limit)
     return StreamResult(
         stream,
         list(pipeline.records),
@@ -233,6 +233,8 @@ def run_stream(
         extra={
             "runner": pipeline.selection.kind,
             "precision": getattr(pipeline.encoder, "precision", None),
+            "stopped": why,
+            "stages": pipeline.clock.summary(),
         },
     )
 
