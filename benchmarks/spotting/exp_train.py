@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep every background window that touches an event or a blink (the rest are sampled)",
     )
+    ap.add_argument(
+        "--macro-dup", type=int, default=1, help="repeat background windows touching a macro"
+    )
     ap.add_argument("--pairs-per-event", type=int, default=8)
     ap.add_argument("--cnn-epochs", type=int, default=8)
     ap.add_argument("--rnn-epochs", type=int, default=20)
@@ -396,12 +399,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # Stage 2: windows over frozen features (appearance copies: one look per sequence).
     copies = args.aug_copies if args.augment == "appearance" else 0
-    feats, labels, hards = [], [], []
+    feats, labels, hards, macros = [], [], [], []
     agen = torch.Generator().manual_seed(args.seed + 1)
     with torch.no_grad():
         for s in seqs:
             y = window_labels(s, t, lag, args)
             hard = hard_windows(s, t)
+            macro = hard_windows(Seq(s.frames, [ev for ev in s.events if not ev.micro], []), t)
             for c in range(1 + copies):
                 fr = torch.from_numpy(s.frames)
                 if c:
@@ -417,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 labels.append(y)
                 hards.append(hard)
+                macros.append(macro)
     wins = []  # (sequence copy, end index)
     ys = []
     for ci, y in enumerate(labels):
@@ -427,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         k = min(len(rest), max(math.ceil(args.bg_ratio * len(pos)) - len(hard), 8))
         bg = np.concatenate([hard, rng.choice(rest, size=k, replace=False) if k else rest[:0]])
         for e in np.concatenate([pos, bg]):
-            wins.append((ci, int(e)))
-            ys.append(int(y[e]))
+            reps = args.macro_dup if y[e] == 0 and macros[ci][e] else 1
+            wins.extend([(ci, int(e))] * reps)
+            ys.extend([int(y[e])] * reps)
     wins_a = np.asarray(wins)
     wy = torch.tensor(ys)
     say(f"stage 2: {len(wins_a)} windows ({np.bincount(ys, minlength=4).tolist()}), lag {lag}")
