@@ -12,7 +12,9 @@ from edge_mer.pipeline.spotting_eval import match_events
 
 
 def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} ms"
+    if value is None:
+        return "n/a"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.0f} ms"
 
 
 def _n(count: int, noun: str) -> str:
