@@ -8,7 +8,7 @@ from typing import Any
 
 from edge_mer.bench.spotting import SpotStream
 from edge_mer.pipeline.spotter import MICRO
-from edge_mer.pipeline.spotting_eval import match_events
+from edge_mer.pipeline.spotting_eval import interval_iou, match_events
 
 
 def _ms(value: float | None) -> str:
@@ -104,7 +104,15 @@ def timeline_lines(
                 )
             )
         else:
-            rows.append((t.onset_s, f"{head} -> missed"))
+            best = max(
+                (
+                    interval_iou((r["onset_ts"], r["offset_ts"]), (t.onset_s, t.offset_s))
+                    for r in micro
+                ),
+                default=0.0,
+            )
+            near = f" (an event overlaps it, IoU {best:.2f} < {iou:g})" if best > 0 else ""
+            rows.append((t.onset_s, f"{head} -> missed{near}"))
     for i, r in enumerate(micro):
         if i not in matched:
             rows.append(

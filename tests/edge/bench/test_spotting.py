@@ -96,10 +96,13 @@ def test_zero_events_are_reported_not_hidden() -> None:
 
 def test_timeline_lists_matches_misses_and_false_alarms() -> None:
     a = SpotStream("a", "x://", TRUTH, seconds=8.0)
-    lines = timeline_lines(a, [_rec(1.02, 1.2), _rec(7.0, 7.1, "negative")])
+    lines = timeline_lines(
+        a, [_rec(1.02, 1.2), _rec(3.3, 3.8, "surprise"), _rec(7.0, 7.1, "negative")]
+    )
     assert "truth positive" in lines[0] and "IoU 0.90" in lines[0]
-    assert "missed" in lines[1] and "macro-expression" in lines[2]
-    assert "false alarm" in lines[3]
+    assert "missed (an event overlaps it, IoU 0.13 < 0.5)" in lines[1]
+    assert "false alarm" in lines[2] and "macro-expression" in lines[3]
+    assert "false alarm" in lines[4]
 
 
 def test_truth_event_checks_its_fields() -> None:
