@@ -1,7 +1,8 @@
 """``synthetic://`` frames: the generator's continuous stream, with its ground truth.
 
-``synthetic://?seconds=10&fps=200&size=128x128&seed=0&subject=0&micro_rate=0.5&realtime=false``
-(all optional). Frames are uint8 BGR [H, W, 3], ``ts = seq / fps``; ``events`` lists the
+``synthetic://?seconds=10&fps=200&size=128x128&seed=0&subject=0&micro_rate=0.5&macro=true&micro=true&realtime=false``
+(all optional; ``micro=false``: the same stream without its micro-expressions, distractors
+only). Frames are uint8 BGR [H, W, 3], ``ts = seq / fps``; ``events`` lists the
 :class:`~edge_mer.calibration.synth.SynthEvent` ground truth (times in the same seconds).
 Finite (``live`` is False); ``realtime=true`` paces reads at ``fps`` like a camera.
 
@@ -33,7 +34,17 @@ __all__ = ["SyntheticSource"]
 class SyntheticSource(SourceBase):
     """A :func:`~edge_mer.calibration.synth.generate_stream` stream as a source."""
 
-    OPTIONS = ("seconds", "fps", "size", "seed", "subject", "micro_rate", "macro", "realtime")
+    OPTIONS = (
+        "seconds",
+        "fps",
+        "size",
+        "seed",
+        "subject",
+        "micro_rate",
+        "macro",
+        "micro",
+        "realtime",
+    )
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
@@ -59,6 +70,7 @@ class SyntheticSource(SourceBase):
                 "must be micro-expressions per second, >= 0"
             )
         self.macro = spec.get_bool("macro", True)
+        self.micro = spec.get_bool("micro", True)
         self._pacer = Pacer() if spec.get_bool("realtime", False) else None
         self._frames: Iterator[np.ndarray] | None = None
         self._index = 0
@@ -74,6 +86,7 @@ class SyntheticSource(SourceBase):
             subject_index=self.subject,  # type: ignore[arg-type]
             micro_rate_hz=self.micro_rate,
             include_macro=self.macro,
+            micro=self.micro,
             lazy=True,
         )
         self._frames, self._index = iter(frames), 0

@@ -66,6 +66,7 @@ def _stream_timeline(
     subject_index: int,
     micro_rate_hz: float,
     include_macro: bool,
+    micro: bool = True,
 ) -> _Timeline:
     h, w = _check(fps, size)
     if not (math.isfinite(seconds) and seconds > 0):
@@ -88,6 +89,10 @@ def _stream_timeline(
         if not any(a - 1 <= t + length and t <= b + 1 for a, b in busy):
             blinks.append((float(t), float(length)))
         t += length + rng.exponential(4.0) * fps
+    if not micro:
+        # The same stream with its micro-expressions left out (their slots stay neutral):
+        # blinks, head drift, noise and macro-expressions are drawn exactly as above.
+        events = [s for s in events if s.event.kind != "micro"]
     return _Timeline(
         subject,
         (h, w),
@@ -110,18 +115,23 @@ def generate_stream(
     subject_index: int = 0,
     micro_rate_hz: float = 0.5,
     include_macro: bool = True,
+    micro: bool = True,
     lazy: bool | None = None,
 ) -> tuple[Iterator[np.ndarray] | np.ndarray, list[SynthEvent]]:
     """A continuous stream of one subject: neutral face, blinks, head drift, noise, and
     events (about ``micro_rate_hz`` micro-expressions per second, 20% macro-expressions if
     ``include_macro``) separated by >= 0.5 s of neutral face.
 
+    ``micro=False`` renders the same stream without its micro-expressions (their slots
+    stay neutral; everything else, macro-expressions included, is frame for frame the
+    same): a distractor-only stream for counting false alarms.
+
     Returns (frames, events). ``frames`` is an iterator of uint8 BGR [H, W, 3] frames if
     ``lazy`` (default: lazy when the stream would exceed 64 MiB), else a [T, H, W, 3] array;
     both iterate frame by frame and give the same bytes. ``round(seconds * fps)`` frames.
     """
     timeline = _stream_timeline(
-        seconds, fps, size, seed, subject_index, micro_rate_hz, include_macro
+        seconds, fps, size, seed, subject_index, micro_rate_hz, include_macro, micro
     )
     events = [s.event for s in timeline.events]
     h, w = timeline.size

@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("doctor", "doctor_cmd", "doctor"),
     ("run", "run_cmd", "run"),
     ("bench", "bench_cmd", "bench"),
+    ("spot-eval", "spot_cmd", "spot_eval"),
 ]
 # (group name, module under edge_mer.cli, its typer.Typer): commands with subcommands.
 GROUPS: list[tuple[str, str, str]] = [

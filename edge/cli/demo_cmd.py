@@ -43,16 +43,37 @@ def demo(
                 f"{s['accuracy']:.3f} on {acc['windows']} clips of unseen synthetic "
                 "subjects (MEGC metrics, streamed as on the device)"
             )
-    from edge_mer.cli.run_cmd import report
-
-    live = result["live"]
-    console.print(
-        f"  live       {live.frames} frames of a synthetic stream -> "
-        f"{live.events} events in {out / 'events.jsonl'}:"
-    )
-    report(live, result["live_stopped"])
+    print_live(result["spot"], result["spot_results"], result["events_dir"])
     console.print(
         f"\nnext: edge-mer inspect {result['bundle']}\n"
         f"      edge-mer run --bundle {result['bundle']} --source "
-        "'synthetic://?seconds=30' --events events.jsonl"
+        "'synthetic://?seconds=30&seed=1' --events events.jsonl\n"
+        f"      edge-mer spot-eval {result['bundle']}"
     )
+
+
+def print_live(spot: dict, results: list, events_dir: Path) -> None:
+    """The live pipeline's events against ground truth on the first stream, then the
+    figures of every stream (never a bare event count)."""
+    from edge_mer.bench.spotting_report import summary_lines, timeline_lines
+
+    first = results[0]
+    n_truth = sum(1 for t in first.stream.truth if t.kind == "micro")
+    console.print(
+        f"  live       `edge-mer run`'s pipeline on {len(results)} streams of unseen synthetic "
+        f"subjects (events in {events_dir}/); {first.stream.name}, {first.stream.seconds:g} s, "
+        f"{n_truth} micro-expressions:",
+        markup=False,
+    )
+    for line in timeline_lines(first.stream, first.records, spot.get("iou", 0.5)):
+        console.print(f"    {line}", markup=False)
+    for line in summary_lines(spot):
+        console.print(f"  {line}", markup=False)
+    stages = first.extra.get("stages", {})
+    if stages:
+        console.print(
+            "  stages     "
+            + ", ".join(f"{k} {v['p50_ms']:.3f}" for k, v in stages.items())
+            + " ms (p50, first stream)",
+            markup=False,
+        )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_mer.config.loader import ConfigError, load_toml_model, read_toml, validate_data
-from edge_mer.config.models import SOURCE_SCHEMES, Config
+from edge_mer.config.models import SOURCE_SCHEMES, Config, SpotterConfig
 from edge_mer.config.toml_model import TomlModel
 from edge_mer.config.toml_model import describe_fields as _describe_fields
 
@@ -23,6 +23,7 @@ __all__ = [
     "SOURCE_SCHEMES",
     "Config",
     "ConfigError",
+    "SpotterConfig",
     "TomlModel",
     "config_from_args",
     "config_from_dict",

@@ -227,6 +227,21 @@ def test_stream_events_and_lazy_frames() -> None:
     assert np.array_equal(first, eager[0])
 
 
+def test_stream_without_micro_is_the_same_stream_minus_its_micro_expressions() -> None:
+    kw = {"seconds": 8.0, "fps": 25.0, "size": (32, 32), "seed": 5, "micro_rate_hz": 1.0}
+    full, events = synth.generate_stream(**kw, lazy=False)
+    only, distractors = synth.generate_stream(**kw, micro=False, lazy=False)
+    micro = [e for e in events if e.kind == "micro"]
+    assert micro and distractors == [e for e in events if e.kind == "macro"] and distractors
+    inside = np.zeros(len(full), bool)
+    for e in micro:
+        inside[e.onset + 1 : e.offset] = True  # intensity is 0 at onset and offset
+    diff = np.abs(full.astype(np.int16) - only).reshape(len(full), -1).max(1)
+    # Outside the micro-expressions only the sensor noise draws can differ (none here:
+    # the noise follows the frame order, which is the same); inside, the face moves.
+    assert diff[~inside].max() == 0 and (diff[inside] > 0).mean() > 0.5
+
+
 def test_videos_and_stream_files(tmp_path: Path) -> None:
     root = synth_io.write_videos(
         tmp_path / "videos",

@@ -168,9 +168,18 @@ def test_user_window_model_converts_and_runs_one_row_per_track(
     res = run("inspect", out)
     assert res.exit_code == 0 and "window state, 1 step row per frame per track" in res.output
 
-    from edge_mer.convert.demo import run_live
+    from edge_mer.config import config_from_args
+    from edge_mer.pipeline.live import LivePipeline, run_until
 
-    pipe, why = run_live(out, "synthetic://?seconds=1&fps=50&size=32x32", tmp_path / "ev.jsonl")
+    cfg = config_from_args(
+        out,
+        "synthetic://?seconds=1&fps=50&size=32x32",
+        events=tmp_path / "ev.jsonl",
+        stdout=False,
+        tables={"face": {"detector": "none"}, "metrics": {"enabled": False}},
+    )
+    with LivePipeline(cfg) as pipe:
+        why = run_until(pipe)
     assert pipe.model_frames >= 40 and why
     assert pipe.step.max_batch == pipe.max_faces  # one step row per track, not T
     assert pipe.cache.banks == 1
