@@ -3,14 +3,21 @@
 # wheel (non-editable) into fresh virtual environments, one per extra, and run the commands a
 # user runs there. The [convert] environment makes the bundle that the [pi] environment runs.
 #
-# usage: scripts/installed-smoke.sh [WORKDIR]   (default: .smoke/ here, emptied first and
-#        removed after; not under /tmp, which install-service rightly refuses for a service)
+# usage: scripts/installed-smoke.sh [WORKDIR]   (default: .smoke/ here, or ~/.cache/edge-mer-smoke
+#        for a checkout under /tmp, which install-service rightly refuses for a service;
+#        emptied first and removed after)
 # env:   PYTHON (python3), TORCH_SPEC (torch==2.13.0), KEEP=1 keeps WORKDIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-WORK=$(realpath -m "${1:-.smoke}")
+# The service refuses executables under /tmp (PrivateTmp): a checkout there (CI may clone
+# into /tmp) smokes in the user's cache folder instead.
+case "$(pwd -P)/" in
+    /tmp/* | /var/tmp/*) default_work="${XDG_CACHE_HOME:-$HOME/.cache}/edge-mer-smoke" ;;
+    *) default_work=.smoke ;;
+esac
+WORK=$(realpath -m "${1:-$default_work}")
 rm -rf "$WORK"
 mkdir -p "$WORK"
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
