@@ -3,7 +3,9 @@
 capture thread -> ring (drop-oldest) -> resample to the model's fps (by seconds) -> face
 stage (crops locked per window) -> crop resized straight into the encoder runner's input
 buffer -> encoder (once per frame per face) -> state cache (banked, equals the clip graph
-on the last ``window`` frames) -> spotter (causal events) -> sinks + metrics.
+on the last ``window`` frames) -> spotter (causal events) -> sinks + metrics. Finite
+sources (files, frame folders, synthetic streams) are read on the loop's own thread instead
+of through a capture thread and ring (:mod:`edge_mer.pipeline.inline`).
 
 The thread that calls :meth:`LivePipeline.run_frame` owns the runners (and, with
 TensorRT, the CUDA context); other threads only read counters.
@@ -23,6 +25,7 @@ from edge_mer.bundle import Bundle
 from edge_mer.config import Config
 from edge_mer.errors import EdgeMerError
 from edge_mer.pipeline.face import FaceStage, make_detector
+from edge_mer.pipeline.inline import InlineCapture
 from edge_mer.pipeline.mqtt import MqttSink
 from edge_mer.pipeline.preprocess import FramePreprocessor
 from edge_mer.pipeline.resample import FrameResampler
@@ -83,6 +86,16 @@ class StageClock:
                 if samples:
                     out[stage]["samples_ms"] = ms.tolist()
         return out
+
+
+def reads_inline(source: Any) -> bool:
+    """Whether the loop reads ``source`` itself (:class:`InlineCapture`): finite sources that
+    wait for the consumer. A camera's frames come when they come, so a capture thread takes
+    them into the ring; so do sources paced like a camera (``realtime=1``)."""
+    if source.live:
+        return False
+    spec = getattr(source, "spec", None)
+    return not (spec is not None and spec.get_bool("realtime", False))
 
 
 def build_sinks(config: Config) -> list[tuple[str, Sink]]:
@@ -185,11 +198,16 @@ class LivePipeline:
         self.resampler = FrameResampler(self.model_fps)
         self.source = make_source(config.source.uri)
         src = config.source
-        self.capture = CaptureThread(
-            self.source,
-            capacity=src.ring_frames,
-            read_timeout=src.read_timeout_s,
-            backoff=lambda: exponential_backoff(src.reconnect_min_s, src.reconnect_max_s),
+        backoff = lambda: exponential_backoff(src.reconnect_min_s, src.reconnect_max_s)  # noqa: E731
+        self.capture: CaptureThread | InlineCapture = (
+            InlineCapture(self.source, backoff=backoff)
+            if reads_inline(self.source)
+            else CaptureThread(
+                self.source,
+                capacity=src.ring_frames,
+                read_timeout=src.read_timeout_s,
+                backoff=backoff,
+            )
         )
         self.sinks = build_sinks(config)
         self.sink = MultiSink([s for _, s in self.sinks])
