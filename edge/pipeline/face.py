@@ -65,6 +65,9 @@ class Box:
 
 
 class Detector(Protocol):
+    """``detect(gray)``; a detector with ``needs_pixels = False`` reads only the frame's
+    size, and is given the frame as it came (no grayscale conversion)."""
+
     def detect(self, gray: np.ndarray) -> list[Box]:
         """Faces in a uint8 grayscale frame ``[H, W]``, best first."""
         ...
@@ -153,6 +156,8 @@ class YuNetDetector:
 class RoiDetector:
     """A fixed region of interest: the face is where the camera is pointed."""
 
+    needs_pixels = False
+
     def __init__(self, roi: tuple[int, int, int, int]) -> None:
         x, y, w, h = roi
         if w <= 0 or h <= 0 or x < 0 or y < 0:
@@ -166,8 +171,16 @@ class RoiDetector:
 class FullFrame:
     """No detector: every frame is already a face crop."""
 
+    needs_pixels = False
+
+    def __init__(self) -> None:
+        self._box = Box(0, 0, 0, 0)
+
     def detect(self, gray: np.ndarray) -> list[Box]:
-        return [Box(0, 0, gray.shape[1], gray.shape[0])]
+        h, w = gray.shape[:2]
+        if (self._box.w, self._box.h) != (w, h):
+            self._box = Box(0, 0, w, h)
+        return [self._box]
 
 
 def make_detector(
@@ -237,6 +250,7 @@ class FaceStage:
         self.frame_index = -1
         self._next_id = 0
         self._gray: np.ndarray | None = None
+        self._pixels = getattr(detector, "needs_pixels", True)
         self.detections = self.relocks = 0
 
     def _to_gray(self, image: np.ndarray) -> np.ndarray:
@@ -256,9 +270,8 @@ class FaceStage:
         if self.lost:
             self.lost.clear()
         if self.frame_index % self.detect_every == 0:
-            self._update(
-                self.detector.detect(self._to_gray(image))[: self.max_faces], image.shape[:2]
-            )
+            gray = self._to_gray(image) if self._pixels else image
+            self._update(self.detector.detect(gray)[: self.max_faces], image.shape[:2])
         return self.tracks
 
     def _update(self, boxes: list[Box], frame_hw: tuple[int, int]) -> None:

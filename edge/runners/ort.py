@@ -297,6 +297,7 @@ class OrtStepRunner(OrtRunner):
     @classmethod
     def from_bundle(cls, bundle: Bundle, max_batch: int, **kw: Any) -> OrtStepRunner:
         entry = bundle.manifest["graphs"]["step"]
+        kw["threads"] = kw.get("threads") or 1
         if bundle.state_kind == "recurrent":
             kw.setdefault("state_spare_rows", -(-int(max_batch) // int(bundle.input["window"])))
         return cls(
