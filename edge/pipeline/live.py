@@ -45,17 +45,30 @@ STAGES = ("capture", "face", "preprocess", "encoder", "step", "spotting", "sinks
 
 class StageClock:
     """Per-stage wall times of the last ``keep`` frames (seconds), in preallocated rings:
-    recording a sample allocates nothing."""
+    recording a sample allocates nothing. Beside the stages, each frame's capture-to-
+    probabilities latency (:meth:`add_latency`), which the Prometheus histogram takes from
+    here at a low rate (:meth:`~edge_mer.pipeline.telemetry.RuntimeMetrics.record_stages`)."""
 
     def __init__(self, keep: int = 8192) -> None:
         self.keep = keep
         self._values = {s: np.zeros(keep) for s in STAGES}
         self._count = dict.fromkeys(STAGES, 0)
+        self._latency = np.zeros(keep)
+        self._latency_n = 0
 
     def add(self, stage: str, seconds: float) -> None:
         n = self._count[stage]
         self._values[stage][n % self.keep] = seconds
         self._count[stage] = n + 1
+
+    def add_latency(self, seconds: float) -> None:
+        n = self._latency_n
+        self._latency[n % self.keep] = seconds
+        self._latency_n = n + 1
+
+    def latency_ring(self) -> tuple[int, np.ndarray]:
+        """(frames recorded so far, ring) of the per-frame latencies; read, don't write."""
+        return self._latency_n, self._latency
 
     def rings(self) -> list[tuple[str, int, np.ndarray]]:
         """(stage, samples recorded so far, ring) per stage; sample ``i`` is at
@@ -226,14 +239,14 @@ class LivePipeline:
         self._probs = np.zeros((self.max_faces, len(labels)), np.float32)
         self._prob_rows = list(self._probs)
         self._ids: list[int] = []
-        self._frames_in: np.ndarray | None = None  # the encoder's bound input, once active
+        self._frame_rows: list[np.ndarray] = []  # the encoder's bound input rows, once active
         self._closed = False
 
     def start(self) -> None:
         """Activate the runners, warm them up, start capturing (what entering does)."""
         self.encoder.activate()
         self.step.activate()
-        self._frames_in = self.encoder.inputs["frames"]
+        self._frame_rows = list(self.encoder.inputs["frames"][: self.max_faces])
         self.cache.check_runner()
         self.warm_up()
         self.capture.start()
@@ -306,7 +319,6 @@ class LivePipeline:
             t1 = perf()
             clock.add("capture", t1 - t0)
             self.frames += 1
-            self.metrics.frames.inc()
             ticks = self.resampler.push(slot.ts)
             if self.resampler.restarted:
                 for tid in list(self.cache.tracks()):
@@ -325,10 +337,10 @@ class LivePipeline:
                 return True
             ids = self._ids
             ids.clear()
-            frames_in = self._frames_in
+            rows = self._frame_rows
             image, pre = slot.image, self.pre
             for i, track in enumerate(tracks):  # the face stage keeps at most max_faces
-                pre(image, track.crop.as_tuple(), out=frames_in[i])  # type: ignore[index]
+                pre(image, track.crop.as_tuple(), out=rows[i])
                 ids.append(track.id)
             t3 = perf()
             clock.add("preprocess", t3 - t2)
@@ -348,7 +360,7 @@ class LivePipeline:
                 for event in closed:
                     self._emit(event, received, slot.ts)
                 clock.add("sinks", perf() - t6)
-            self.metrics.frame_latency.observe(time.monotonic() - received)
+            clock.add_latency(time.monotonic() - received)
             return True
         finally:
             self.capture.release(slot)

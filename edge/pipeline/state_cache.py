@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +161,7 @@ class StateCache:
         self._prev_ids: list[Hashable] = []  # the last frame's tracks, for the steady path
         self._prev_slots: list[int] = []
         self._prev_now = -np.inf
+        self._copy: tuple[Any, ...] | None = None  # see _feature_copy
 
     # -- queries -----------------------------------------------------------------------
 
@@ -286,7 +288,6 @@ class StateCache:
             and track_ids == self._prev_ids
         ):
             slots = self._prev_slots  # steady state: same tracks, states resident, no reset
-            self._frame += 1
             self.stats["resident"] += 1
             for slot in slots:
                 self._last_seen[slot] = now
@@ -294,16 +295,17 @@ class StateCache:
             slots = self._enter(track_ids, n, now)
         self._prev_now = now
         nk = n * k
-        inputs = self.step.inputs
-        feats_in = inputs[self.features_name]
-        if self.rotating:
-            np.copyto(feats_in[:nk].reshape(k, n, -1), features[None, :n])
-            logits = self.step.infer(nk, shift=n)[self.logits_name][nk - n : nk]
-        elif k == 1:
-            np.copyto(feats_in[:n], features[:n])
-            logits = self.step.infer(n)[self.logits_name]
+        if self.rotating or k == 1:
+            copy = self._copy
+            if copy is None or copy[0] is not features or copy[1] != n:
+                copy = self._copy = self._feature_copy(features, n)
+            np.copyto(copy[2], copy[3])  # every bank of a track steps with its features
+            if self.rotating:
+                logits = self.step.infer(nk, shift=n)[self.logits_name][nk - n : nk]
+            else:
+                logits = self.step.infer(n)[self.logits_name]
         else:
-            return self._step_fixed_banks(slots, n, features, inputs)
+            return self._step_fixed_banks(slots, n, features, self.step.inputs)
         # The emitted row has seen every frame since the (re)start, the last T of them count.
         t, age, seen, ready = self.window, self._age, self._seen, self._ready
         for i, slot in enumerate(slots):
@@ -357,6 +359,16 @@ class StateCache:
         self._prev_ids.extend(track_ids)
         self._prev_slots.extend(slots[:n].tolist())
         return self._prev_slots
+
+    def _feature_copy(self, features: np.ndarray, n: int) -> tuple[Any, ...]:
+        """(features, n, destination, source) views for the copy of ``n`` tracks' features
+        into the step input (bank-major for rotating banks), made once per features array
+        (the encoder runner's output view is the same object every frame)."""
+        k = self.banks
+        dst = self.step.inputs[self.features_name][: n * k]
+        if self.rotating:
+            return features, n, dst.reshape(k, n, -1), features[None, :n]
+        return features, n, dst, features[:n]
 
     def _step_fixed_banks(
         self, slots: list[int], n: int, features: np.ndarray, inputs: Mapping[str, np.ndarray]

@@ -130,6 +130,9 @@ def test_repeated_frames_reuse_their_plan_and_give_the_same_pixels():
                 pre(frame, box, out=out)
                 assert (out == fresh(24, 24, 1)(frame, box)).all()
     assert len(pre._plans) == 3
+    # A buffer that is not the one already checked is checked, whatever came before.
+    with pytest.raises(InputError, match="does not fit"):
+        pre(frames[0], boxes[0], out=np.empty((24, 24, 3), np.uint8))
     # A frame of another size or dtype is checked again, not served from a plan.
     with pytest.raises(DataError, match="dtype"):
         pre(frames[0].astype(np.float32), boxes[0])
