@@ -278,16 +278,18 @@ class FaceStage:
         self.detections += 1
         unmatched = list(boxes)
         for track in self.tracks:
-            best = max(unmatched, key=track.box.iou, default=None)
-            if best is not None and track.box.iou(best) >= self.min_iou:
+            best, overlap = None, -1.0
+            for box in unmatched:  # the best match by IoU; the first of equals, as max()
+                iou = track.box.iou(box)
+                if iou > overlap:
+                    best, overlap = box, iou
+            if best is not None and overlap >= self.min_iou:
                 unmatched.remove(best)
                 track.box, track.missed = best, 0
                 age = self.frame_index - track.locked_at
-                if (
-                    age >= self.window
-                    or track.crop.drift(best.expanded(self.margin, frame_hw)) > self.relock_drift
-                ):
-                    track.crop = best.expanded(self.margin, frame_hw)
+                crop = best.expanded(self.margin, frame_hw)
+                if age >= self.window or track.crop.drift(crop) > self.relock_drift:
+                    track.crop = crop
                     track.locked_at = self.frame_index
                     self.relocks += 1
             else:

@@ -369,10 +369,10 @@ class LivePipeline:
         """Softmax of each ready track's logits into its probability row, then the spotter.
         A handful of classes: plain floats cost less than numpy's per-call overhead."""
         closed: list = []
-        rows = logits.tolist()
+        rows, flags = logits.tolist(), ready.tolist()
         exp, update = math.exp, self.spotter.update
         for i, tid in enumerate(ids):
-            if ready[i]:
+            if flags[i]:
                 row = rows[i]
                 top = max(row)
                 e = [exp(x - top) for x in row]

@@ -69,7 +69,7 @@ class FramePreprocessor:
         self._cv2 = import_cv2("frame preprocessing")
         # Source channel count -> resized but not yet converted frame, [h, w] or [h, w, C].
         self._scratch: dict[int, np.ndarray] = {}
-        # (frame shape, box) -> (squeeze, y0, y1, x0, x1, interpolation, code, scratch)
+        # (frame shape, box) -> (crop index or None, interpolation, colour code, scratch)
         self._plans: dict[tuple[Any, Any], tuple[Any, ...]] = {}
         self._outs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (out, its 2-D view)
         self._dsize = (self.width, self.height)
@@ -105,8 +105,8 @@ class FramePreprocessor:
             plan = self._plans.get((frame.shape, box))
         if plan is None:
             plan = self._plan(frame, box)
-        squeeze, y0, y1, x0, x1, interpolation, code, scratch = plan
-        src = frame[y0:y1, x0:x1, 0] if squeeze else frame[y0:y1, x0:x1]
+        crop, interpolation, code, scratch = plan
+        src = frame if crop is None else frame[crop]
         if out is None:
             out = np.empty(self.shape, np.uint8)
             dst = out.reshape(self.height, self.width) if self.channels == 1 else out
@@ -156,8 +156,12 @@ class FramePreprocessor:
             if scratch is None:
                 shape = (self.height, self.width) + (() if src_ch == 1 else (src_ch,))
                 scratch = self._scratch[src_ch] = np.empty(shape, np.uint8)
-        squeeze = frame.ndim == 3 and frame.shape[2] == 1
-        plan = (squeeze, y0, y1, x0, x1, interpolation, code, scratch)
+        crop: tuple[Any, ...] | None = (slice(y0, y1), slice(x0, x1))
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            crop = (*crop, 0)  # type: ignore[misc]
+        elif (y0, y1, x0, x1) == (0, h, 0, w):
+            crop = None  # the whole frame: no view to make
+        plan = (crop, interpolation, code, scratch)
         if box is None or type(box) is tuple:
             if len(self._plans) >= PLANS:
                 self._plans.clear()
