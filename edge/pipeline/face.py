@@ -61,7 +61,11 @@ class Box:
         return Box(x0, y0, max(1, x1 - x0), max(1, y1 - y0), self.score)
 
     def as_tuple(self) -> tuple[int, int, int, int]:
-        return (self.x, self.y, self.w, self.h)
+        """``(x, y, w, h)``; the same tuple every call (a crop is looked up by it per frame)."""
+        t = self.__dict__.get("_xywh")
+        if t is None:
+            t = self.__dict__["_xywh"] = (self.x, self.y, self.w, self.h)
+        return t
 
 
 class Detector(Protocol):

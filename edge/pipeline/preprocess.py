@@ -114,11 +114,12 @@ class FramePreprocessor:
             known = self._outs.get(id(out))
             dst = known[1] if known is not None and known[0] is out else self._target(out)
         cv2 = self._cv2
+        # Positional arguments: OpenCV's bindings parse keywords noticeably slower.
         if code is None:  # gray -> gray: resize straight into the output
-            cv2.resize(src, self._dsize, dst=dst, interpolation=interpolation)
+            cv2.resize(src, self._dsize, dst, 0, 0, interpolation)
         else:
-            cv2.resize(src, self._dsize, dst=scratch, interpolation=interpolation)
-            cv2.cvtColor(scratch, code, dst=dst)
+            cv2.resize(src, self._dsize, scratch, 0, 0, interpolation)
+            cv2.cvtColor(scratch, code, dst)
         return out
 
     def _target(self, out: Any) -> np.ndarray:
