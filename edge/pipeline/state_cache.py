@@ -296,9 +296,10 @@ class StateCache:
         self._prev_now = now
         nk = n * k
         if self.rotating or k == 1:
+            feats_in = self.step.inputs[self.features_name]
             copy = self._copy
-            if copy is None or copy[0] is not features or copy[1] != n:
-                copy = self._copy = self._feature_copy(features, n)
+            if copy is None or copy[0] is not features or copy[1] != n or copy[4] is not feats_in:
+                copy = self._copy = self._feature_copy(features, n, feats_in)
             np.copyto(copy[2], copy[3])  # every bank of a track steps with its features
             if self.rotating:
                 logits = self.step.infer(nk, shift=n)[self.logits_name][nk - n : nk]
@@ -360,15 +361,16 @@ class StateCache:
         self._prev_slots.extend(slots[:n].tolist())
         return self._prev_slots
 
-    def _feature_copy(self, features: np.ndarray, n: int) -> tuple[Any, ...]:
-        """(features, n, destination, source) views for the copy of ``n`` tracks' features
-        into the step input (bank-major for rotating banks), made once per features array
-        (the encoder runner's output view is the same object every frame)."""
+    def _feature_copy(self, features: np.ndarray, n: int, feats_in: np.ndarray) -> tuple:
+        """(features, n, destination, source, step input) for the copy of ``n`` tracks'
+        features into the step input (bank-major for rotating banks), made once per pair of
+        arrays (the encoder runner's output view is the same object every frame; a runner
+        activated again has new buffers, and the views are made again)."""
         k = self.banks
-        dst = self.step.inputs[self.features_name][: n * k]
+        dst = feats_in[: n * k]
         if self.rotating:
-            return features, n, dst.reshape(k, n, -1), features[None, :n]
-        return features, n, dst, features[:n]
+            return features, n, dst.reshape(k, n, -1), features[None, :n], feats_in
+        return features, n, dst, features[:n], feats_in
 
     def _step_fixed_banks(
         self, slots: list[int], n: int, features: np.ndarray, inputs: Mapping[str, np.ndarray]
