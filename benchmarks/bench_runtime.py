@@ -374,11 +374,12 @@ def render_markdown(res: dict[str, Any]) -> str:
     lines += [
         "",
         "Model-only = encoder `infer(1)` + `StateCache.step_batch` (stride 1) on ORT runners "
-        "from `select_runner`; LivePipeline = capture thread, ring, resampler, face stage, "
-        "preprocess, the same model calls, spotter, metrics counters. Capture drops: "
+        "from `select_runner`; LivePipeline = the source read on the inference thread (a "
+        "finite source; a camera would come through the capture thread and ring), resampler, "
+        "face stage, preprocess, the same model calls, spotter, stage clocks. Capture drops: "
         + ", ".join(f"{pipes[k]['capture_drops']}" for k in names)
         + ". Stage breakdown (`LivePipeline.clock.summary()`, mean / p95 ms; `capture` is the "
-        "wait for the ring):",
+        "source read):",
         "",
         "| stage | " + " | ".join(pipes[k]["title"].split(",")[0] for k in names) + " |",
         "|---|" + "---:|" * len(names),

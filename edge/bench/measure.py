@@ -348,21 +348,24 @@ def pipeline_vs_model(
                 return time.perf_counter() - t0
 
             model_only(warmup)
+            if tick is not None:
+                tick(warmup)
             pipe.clock = StageClock(keep=frames + 16)
             drops0, events0 = pipe.capture.stats().drops, pipe.events
-            timeline: dict[str, list[float]] = {"t_s": [], "frame_ms": []}
+            timeline = _Timeline(frames, time.perf_counter())
             pipe_fps: list[float] = []
             model_fps: list[float] = []
-            start = time.perf_counter()
             for n in sizes:
                 if ended:
                     break
                 m0, t0 = pipe.model_frames, time.perf_counter()
-                ended = _run_frames(pipe, n, (start, timeline), tick)
+                ended = _run_frames(pipe, n, timeline, tick)
                 dt = time.perf_counter() - t0
                 if pipe.model_frames > m0:
                     pipe_fps.append((pipe.model_frames - m0) / dt)
                 model_fps.append(n / model_only(n))
+                if tick is not None:
+                    tick(n)
         clock = pipe.clock.summary(samples=True)
         dropped = pipe.capture.stats().drops - drops0
         events = pipe.events - events0
@@ -373,7 +376,7 @@ def pipeline_vs_model(
     waits = clock.get("capture", {}).get("samples_ms", [])
     per_frame = [
         total - wait
-        for (total, got), wait in zip(timeline.pop("_got", []), waits, strict=False)
+        for total, got, wait in zip(timeline.frame_ms, timeline.reached, waits, strict=False)
         if got
     ]
     stages: dict[str, Any] = dict(clock)
@@ -385,7 +388,7 @@ def pipeline_vs_model(
     return {
         "runner": kind,
         "encoder_precision": precision,
-        "frames": len(timeline["t_s"]),
+        "frames": timeline.n,
         "warmup_frames": warmup,
         "chunks": len(model_fps),
         "model_frames": model_frames,
@@ -399,34 +402,66 @@ def pipeline_vs_model(
         "events": int(events),
         "source_ended": bool(ended),
         "stages": stages,
-        "timeline": {"t_s": timeline["t_s"], "frame_ms": timeline["frame_ms"]},
+        "timeline": {"t_s": timeline.t_s.tolist(), "frame_ms": timeline.frame_ms.tolist()},
     }
 
 
-def _run_frames(
-    pipe: Any, n: int, record: tuple[float, dict[str, list]] | None, tick: Tick | None
-) -> bool:
-    """Feed ``n`` frames through ``pipe``; True if the source ended first. With ``record``
-    (start, timeline) each frame's wall time goes to the timeline (``_got``: (ms, whether
-    it reached the model))."""
-    done = 0
-    while done < n:
-        m0 = pipe.model_frames
-        t0 = time.perf_counter()
-        try:
-            got = pipe.run_frame(0.25)
-        except SourceEnded:
-            return True
-        t1 = time.perf_counter()
-        if not got:
-            continue
-        done += 1
-        if record is not None:
-            start, tl = record
-            ms = (t1 - t0) * 1e3
-            tl["t_s"].append(t1 - start)
-            tl["frame_ms"].append(ms)
-            tl.setdefault("_got", []).append((ms, pipe.model_frames > m0))
-        if tick is not None:
-            tick(1)
+class _Timeline:
+    """Per-frame wall times of the timed pipeline frames, in arrays allocated up front so
+    that recording a frame costs the loop two stores, not list growth."""
+
+    def __init__(self, frames: int, start: float) -> None:
+        self.start, self.n = start, 0
+        self._t = np.zeros(frames)
+        self._ms = np.zeros(frames)
+        self._reached = np.zeros(frames, bool)
+
+    def add(self, t0: float, t1: float, reached: bool) -> None:
+        i = self.n
+        self._t[i] = t1 - self.start
+        self._ms[i] = (t1 - t0) * 1e3
+        self._reached[i] = reached
+        self.n = i + 1
+
+    @property
+    def t_s(self) -> np.ndarray:
+        return self._t[: self.n]
+
+    @property
+    def frame_ms(self) -> np.ndarray:
+        """Each frame's ``run_frame`` time (ms), the wait for it included."""
+        return self._ms[: self.n]
+
+    @property
+    def reached(self) -> np.ndarray:
+        """Whether the frame reached the model (the resampler may skip frames)."""
+        return self._reached[: self.n]
+
+
+def _run_frames(pipe: Any, n: int, timeline: _Timeline | None, tick: Tick | None) -> bool:
+    """Feed ``n`` frames through ``pipe``; True if the source ended first. Each frame's wall
+    time goes to ``timeline``. ``tick`` hears of the frames every 64 (the model-only loop it
+    is compared with has no per-frame hook either)."""
+    perf = time.perf_counter
+    done = ticked = 0
+    try:
+        while done < n:
+            m0 = pipe.model_frames
+            t0 = perf()
+            try:
+                got = pipe.run_frame(0.25)
+            except SourceEnded:
+                return True
+            t1 = perf()
+            if not got:
+                continue
+            done += 1
+            if timeline is not None:
+                timeline.add(t0, t1, pipe.model_frames > m0)
+            if tick is not None and done - ticked >= 64:
+                tick(done - ticked)
+                ticked = done
+    finally:
+        if tick is not None and done > ticked:
+            tick(done - ticked)
     return False

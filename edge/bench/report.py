@@ -200,9 +200,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             *_md_table(*stage_rows(run, stages)),
             "",
-            "`capture` is the wait for a frame; `capture_to_probs` is each frame's time from "
-            "leaving the ring to its probabilities and sinks; `end_to_end` is the events' "
-            "capture-to-event latency.",
+            "`capture` is the wait for a frame (for a finite source, its read); "
+            "`capture_to_probs` is each frame's time from leaving the ring to its "
+            "probabilities and sinks; `end_to_end` is the events' capture-to-event latency.",
             "",
         ]
     lines += [

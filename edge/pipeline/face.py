@@ -61,10 +61,17 @@ class Box:
         return Box(x0, y0, max(1, x1 - x0), max(1, y1 - y0), self.score)
 
     def as_tuple(self) -> tuple[int, int, int, int]:
-        return (self.x, self.y, self.w, self.h)
+        """``(x, y, w, h)``; the same tuple every call (a crop is looked up by it per frame)."""
+        t = self.__dict__.get("_xywh")
+        if t is None:
+            t = self.__dict__["_xywh"] = (self.x, self.y, self.w, self.h)
+        return t
 
 
 class Detector(Protocol):
+    """``detect(gray)``; a detector with ``needs_pixels = False`` reads only the frame's
+    size, and is given the frame as it came (no grayscale conversion)."""
+
     def detect(self, gray: np.ndarray) -> list[Box]:
         """Faces in a uint8 grayscale frame ``[H, W]``, best first."""
         ...
@@ -153,6 +160,8 @@ class YuNetDetector:
 class RoiDetector:
     """A fixed region of interest: the face is where the camera is pointed."""
 
+    needs_pixels = False
+
     def __init__(self, roi: tuple[int, int, int, int]) -> None:
         x, y, w, h = roi
         if w <= 0 or h <= 0 or x < 0 or y < 0:
@@ -166,8 +175,16 @@ class RoiDetector:
 class FullFrame:
     """No detector: every frame is already a face crop."""
 
+    needs_pixels = False
+
+    def __init__(self) -> None:
+        self._box = Box(0, 0, 0, 0)
+
     def detect(self, gray: np.ndarray) -> list[Box]:
-        return [Box(0, 0, gray.shape[1], gray.shape[0])]
+        h, w = gray.shape[:2]
+        if (self._box.w, self._box.h) != (w, h):
+            self._box = Box(0, 0, w, h)
+        return [self._box]
 
 
 def make_detector(
@@ -237,6 +254,7 @@ class FaceStage:
         self.frame_index = -1
         self._next_id = 0
         self._gray: np.ndarray | None = None
+        self._pixels = getattr(detector, "needs_pixels", True)
         self.detections = self.relocks = 0
 
     def _to_gray(self, image: np.ndarray) -> np.ndarray:
@@ -256,25 +274,26 @@ class FaceStage:
         if self.lost:
             self.lost.clear()
         if self.frame_index % self.detect_every == 0:
-            self._update(
-                self.detector.detect(self._to_gray(image))[: self.max_faces], image.shape[:2]
-            )
+            gray = self._to_gray(image) if self._pixels else image
+            self._update(self.detector.detect(gray)[: self.max_faces], image.shape[:2])
         return self.tracks
 
     def _update(self, boxes: list[Box], frame_hw: tuple[int, int]) -> None:
         self.detections += 1
         unmatched = list(boxes)
         for track in self.tracks:
-            best = max(unmatched, key=track.box.iou, default=None)
-            if best is not None and track.box.iou(best) >= self.min_iou:
+            best, overlap = None, -1.0
+            for box in unmatched:  # the best match by IoU; the first of equals, as max()
+                iou = track.box.iou(box)
+                if iou > overlap:
+                    best, overlap = box, iou
+            if best is not None and overlap >= self.min_iou:
                 unmatched.remove(best)
                 track.box, track.missed = best, 0
                 age = self.frame_index - track.locked_at
-                if (
-                    age >= self.window
-                    or track.crop.drift(best.expanded(self.margin, frame_hw)) > self.relock_drift
-                ):
-                    track.crop = best.expanded(self.margin, frame_hw)
+                crop = best.expanded(self.margin, frame_hw)
+                if age >= self.window or track.crop.drift(crop) > self.relock_drift:
+                    track.crop = crop
                     track.locked_at = self.frame_index
                     self.relocks += 1
             else:

@@ -3,7 +3,9 @@
 capture thread -> ring (drop-oldest) -> resample to the model's fps (by seconds) -> face
 stage (crops locked per window) -> crop resized straight into the encoder runner's input
 buffer -> encoder (once per frame per face) -> state cache (banked, equals the clip graph
-on the last ``window`` frames) -> spotter (causal events) -> sinks + metrics.
+on the last ``window`` frames) -> spotter (causal events) -> sinks + metrics. Finite
+sources (files, frame folders, synthetic streams) are read on the loop's own thread instead
+of through a capture thread and ring (:mod:`edge_mer.pipeline.inline`).
 
 The thread that calls :meth:`LivePipeline.run_frame` owns the runners (and, with
 TensorRT, the CUDA context); other threads only read counters.
@@ -12,6 +14,7 @@ TensorRT, the CUDA context); other threads only read counters.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from edge_mer.bundle import Bundle
 from edge_mer.config import Config
 from edge_mer.errors import EdgeMerError
 from edge_mer.pipeline.face import FaceStage, make_detector
+from edge_mer.pipeline.inline import InlineCapture
 from edge_mer.pipeline.mqtt import MqttSink
 from edge_mer.pipeline.preprocess import FramePreprocessor
 from edge_mer.pipeline.resample import FrameResampler
@@ -41,17 +45,30 @@ STAGES = ("capture", "face", "preprocess", "encoder", "step", "spotting", "sinks
 
 class StageClock:
     """Per-stage wall times of the last ``keep`` frames (seconds), in preallocated rings:
-    recording a sample allocates nothing."""
+    recording a sample allocates nothing. Beside the stages, each frame's capture-to-
+    probabilities latency (:meth:`add_latency`), which the Prometheus histogram takes from
+    here at a low rate (:meth:`~edge_mer.pipeline.telemetry.RuntimeMetrics.record_stages`)."""
 
     def __init__(self, keep: int = 8192) -> None:
         self.keep = keep
         self._values = {s: np.zeros(keep) for s in STAGES}
         self._count = dict.fromkeys(STAGES, 0)
+        self._latency = np.zeros(keep)
+        self._latency_n = 0
 
     def add(self, stage: str, seconds: float) -> None:
         n = self._count[stage]
         self._values[stage][n % self.keep] = seconds
         self._count[stage] = n + 1
+
+    def add_latency(self, seconds: float) -> None:
+        n = self._latency_n
+        self._latency[n % self.keep] = seconds
+        self._latency_n = n + 1
+
+    def latency_ring(self) -> tuple[int, np.ndarray]:
+        """(frames recorded so far, ring) of the per-frame latencies; read, don't write."""
+        return self._latency_n, self._latency
 
     def rings(self) -> list[tuple[str, int, np.ndarray]]:
         """(stage, samples recorded so far, ring) per stage; sample ``i`` is at
@@ -83,6 +100,16 @@ class StageClock:
                 if samples:
                     out[stage]["samples_ms"] = ms.tolist()
         return out
+
+
+def reads_inline(source: Any) -> bool:
+    """Whether the loop reads ``source`` itself (:class:`InlineCapture`): finite sources that
+    wait for the consumer. A camera's frames come when they come, so a capture thread takes
+    them into the ring; so do sources paced like a camera (``realtime=1``)."""
+    if source.live:
+        return False
+    spec = getattr(source, "spec", None)
+    return not (spec is not None and spec.get_bool("realtime", False))
 
 
 def build_sinks(config: Config) -> list[tuple[str, Sink]]:
@@ -185,11 +212,16 @@ class LivePipeline:
         self.resampler = FrameResampler(self.model_fps)
         self.source = make_source(config.source.uri)
         src = config.source
-        self.capture = CaptureThread(
-            self.source,
-            capacity=src.ring_frames,
-            read_timeout=src.read_timeout_s,
-            backoff=lambda: exponential_backoff(src.reconnect_min_s, src.reconnect_max_s),
+        backoff = lambda: exponential_backoff(src.reconnect_min_s, src.reconnect_max_s)  # noqa: E731
+        self.capture: CaptureThread | InlineCapture = (
+            InlineCapture(self.source, backoff=backoff)
+            if reads_inline(self.source)
+            else CaptureThread(
+                self.source,
+                capacity=src.ring_frames,
+                read_timeout=src.read_timeout_s,
+                backoff=backoff,
+            )
         )
         self.sinks = build_sinks(config)
         self.sink = MultiSink([s for _, s in self.sinks])
@@ -203,14 +235,18 @@ class LivePipeline:
         self.last_inference: float | None = None
         # The latest events, for the end-of-run report; bounded: the service runs for weeks.
         self.records: deque[dict[str, Any]] = deque(maxlen=10_000)
+        # One probability row per face, views made once: the spotter keeps no reference.
         self._probs = np.zeros((self.max_faces, len(labels)), np.float32)
+        self._prob_rows = list(self._probs)
         self._ids: list[int] = []
+        self._frame_rows: list[np.ndarray] = []  # the encoder's bound input rows, once active
         self._closed = False
 
     def start(self) -> None:
         """Activate the runners, warm them up, start capturing (what entering does)."""
         self.encoder.activate()
         self.step.activate()
+        self._frame_rows = list(self.encoder.inputs["frames"][: self.max_faces])
         self.cache.check_runner()
         self.warm_up()
         self.capture.start()
@@ -272,67 +308,81 @@ class LivePipeline:
             SourceEnded: a finite source is exhausted (and every frame was processed).
             InputError: the source cannot be opened at all (a missing file).
         """
-        t0 = time.perf_counter()
+        perf = time.perf_counter
+        t0 = perf()
         slot = self.capture.get(timeout)
         if slot is None:
             return False
         received = time.monotonic()
         clock = self.clock
         try:
-            t1 = time.perf_counter()
+            t1 = perf()
             clock.add("capture", t1 - t0)
             self.frames += 1
-            self.metrics.frames.inc()
             ticks = self.resampler.push(slot.ts)
             if self.resampler.restarted:
                 for tid in list(self.cache.tracks()):
                     self.cache.reset(tid)
             if ticks == 0:
                 return True
-            tracks = self.face.process(slot.image)
-            for lost in self.face.lost:
-                self.cache.evict(lost)
-                self.spotter.forget(lost)
-            t2 = time.perf_counter()
+            face = self.face
+            tracks = face.process(slot.image)
+            if face.lost:
+                for lost in face.lost:
+                    self.cache.evict(lost)
+                    self.spotter.forget(lost)
+            t2 = perf()
             clock.add("face", t2 - t1)
             if not tracks:
                 return True
             ids = self._ids
             ids.clear()
-            frames_in = self.encoder.inputs["frames"]
-            for i, track in enumerate(tracks[: self.max_faces]):
-                self.pre(slot.image, track.crop.as_tuple(), out=frames_in[i])
+            rows = self._frame_rows
+            image, pre = slot.image, self.pre
+            for i, track in enumerate(tracks):  # the face stage keeps at most max_faces
+                pre(image, track.crop.as_tuple(), out=rows[i])
                 ids.append(track.id)
-            t3 = time.perf_counter()
+            t3 = perf()
             clock.add("preprocess", t3 - t2)
-            n = len(ids)
-            feats = self.encoder.infer(n)["features"]
-            t4 = time.perf_counter()
+            feats = self.encoder.infer(len(ids))["features"]
+            t4 = perf()
             clock.add("encoder", t4 - t3)
             for _ in range(ticks):
                 logits, ready = self.cache.step_batch(ids, feats, now=slot.ts)
-            t5 = time.perf_counter()
+            t5 = perf()
             clock.add("step", t5 - t4)
             self.last_inference = time.monotonic()
             self.model_frames += 1
-            probs = self._probs[:n]
-            np.subtract(logits, logits.max(axis=1, keepdims=True), out=probs)
-            np.exp(probs, out=probs)
-            probs /= probs.sum(axis=1, keepdims=True)
-            closed = []
-            for i, tid in enumerate(ids):
-                if ready[i]:
-                    closed.extend(self.spotter.update(tid, slot.ts - self.lag_s, probs[i]))
-            t6 = time.perf_counter()
+            closed = self._spot(ids, logits, ready, slot.ts - self.lag_s)
+            t6 = perf()
             clock.add("spotting", t6 - t5)
-            for event in closed:
-                self._emit(event, received, slot.ts)
             if closed:
-                clock.add("sinks", time.perf_counter() - t6)
-            self.metrics.frame_latency.observe(time.monotonic() - received)
+                for event in closed:
+                    self._emit(event, received, slot.ts)
+                clock.add("sinks", perf() - t6)
+            clock.add_latency(time.monotonic() - received)
             return True
         finally:
             self.capture.release(slot)
+
+    def _spot(self, ids: list[int], logits: np.ndarray, ready: np.ndarray, ts: float) -> list:
+        """Softmax of each ready track's logits into its probability row, then the spotter.
+        A handful of classes: plain floats cost less than numpy's per-call overhead."""
+        closed: list = []
+        rows, flags = logits.tolist(), ready.tolist()
+        exp, update = math.exp, self.spotter.update
+        for i, tid in enumerate(ids):
+            if flags[i]:
+                row = rows[i]
+                top = max(row)
+                e = [exp(x - top) for x in row]
+                inv = 1.0 / sum(e)
+                probs = self._prob_rows[i]
+                probs[:] = [x * inv for x in e]
+                events = update(tid, ts, probs)
+                if events:
+                    closed.extend(events)
+        return closed
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""

@@ -21,6 +21,11 @@ _CONVERSIONS = {
     3: ("BGR2GRAY", "BGR2RGB"),
     4: ("BGRA2GRAY", "BGRA2RGB"),
 }
+_UINT8 = np.dtype(np.uint8)
+#: (frame shape, box) combinations whose crop plan is kept (a few faces, a few relocks).
+PLANS = 16
+#: Caller buffers remembered as checked (one per face: the live pipeline's encoder rows).
+OUTS = 4
 
 
 def import_cv2(purpose: str) -> Any:
@@ -42,6 +47,10 @@ class FramePreprocessor:
     Resizing happens before the colour conversion (fewer pixels to convert); when a
     conversion is needed the resized pixels go through a scratch buffer owned by this object,
     so one instance must not be called from two threads at once.
+
+    Per frame only the crop view and the OpenCV calls remain: the checks, the clipped crop,
+    the interpolation and the conversion are worked out once per (frame shape, box) -- a
+    face's crop stays locked for a window -- and kept for the last :data:`PLANS` of them.
     """
 
     def __init__(self, height: int, width: int, channels: int) -> None:
@@ -60,6 +69,10 @@ class FramePreprocessor:
         self._cv2 = import_cv2("frame preprocessing")
         # Source channel count -> resized but not yet converted frame, [h, w] or [h, w, C].
         self._scratch: dict[int, np.ndarray] = {}
+        # (frame shape, box) -> (crop index or None, interpolation, colour code, scratch)
+        self._plans: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+        self._outs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (out, its 2-D view)
+        self._dsize = (self.width, self.height)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -83,33 +96,78 @@ class FramePreprocessor:
         runner's bound input buffer) the result is written into it and ``out`` is returned;
         the caller keeps owning it. Without ``out`` a new array is returned.
         """
-        cv2 = self._cv2
-        src = self._check_frame(frame)
-        if box is not None:
-            src = self._crop(src, box)
-        src_ch = 1 if src.ndim == 2 else src.shape[2]
+        plan = None
+        if (
+            type(frame) is np.ndarray
+            and frame.dtype is _UINT8
+            and (box is None or type(box) is tuple)
+        ):
+            plan = self._plans.get((frame.shape, box))
+        if plan is None:
+            plan = self._plan(frame, box)
+        crop, interpolation, code, scratch = plan
+        src = frame if crop is None else frame[crop]
         if out is None:
             out = np.empty(self.shape, np.uint8)
+            dst = out.reshape(self.height, self.width) if self.channels == 1 else out
+        else:  # the same buffer as a recent call: already checked
+            known = self._outs.get(id(out))
+            dst = known[1] if known is not None and known[0] is out else self._target(out)
+        cv2 = self._cv2
+        # Positional arguments: OpenCV's bindings parse keywords noticeably slower.
+        if code is None:  # gray -> gray: resize straight into the output
+            cv2.resize(src, self._dsize, dst, 0, 0, interpolation)
         else:
-            self._check_out(out)
-        dst2d = out.reshape(self.height, self.width) if self.channels == 1 else out
-
-        crop_h, crop_w = src.shape[:2]
-        shrinking = crop_w >= self.width and crop_h >= self.height
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        dsize = (self.width, self.height)
-
-        code = _CONVERSIONS[src_ch][0 if self.channels == 1 else 1]
-        if not code:  # gray -> gray: resize straight into the output
-            cv2.resize(src, dsize, dst=dst2d, interpolation=interpolation)
-            return out
-        scratch = self._scratch.get(src_ch)
-        if scratch is None:
-            shape = (self.height, self.width) if src_ch == 1 else (self.height, self.width, src_ch)
-            scratch = self._scratch[src_ch] = np.empty(shape, np.uint8)
-        cv2.resize(src, dsize, dst=scratch, interpolation=interpolation)
-        cv2.cvtColor(scratch, getattr(cv2, "COLOR_" + code), dst=dst2d)
+            cv2.resize(src, self._dsize, scratch, 0, 0, interpolation)
+            cv2.cvtColor(scratch, code, dst)
         return out
+
+    def _target(self, out: Any) -> np.ndarray:
+        """Check ``out`` and return the array OpenCV writes (2-D for gray). The last
+        :data:`OUTS` caller-owned buffers are remembered (with a reference, so an id is
+        never reused while it is kept): a loop that passes the same views every frame,
+        as the live pipeline does, is checked once."""
+        if not (
+            type(out) is np.ndarray
+            and out.dtype is _UINT8
+            and out.shape == self.shape
+            and out.flags.c_contiguous
+        ):
+            self._check_out(out)
+        dst = out.reshape(self.height, self.width) if self.channels == 1 else out
+        if len(self._outs) >= OUTS:
+            self._outs.clear()
+        self._outs[id(out)] = (out, dst)
+        return dst
+
+    def _plan(self, frame: Any, box: tuple[int, int, int, int] | None) -> tuple[Any, ...]:
+        """Check ``frame`` and ``box`` and work out everything a frame like it needs."""
+        cv2 = self._cv2
+        src = self._check_frame(frame)
+        h, w = src.shape[:2]
+        y0, y1, x0, x1 = (0, h, 0, w) if box is None else self._crop_bounds(src, box)
+        src_ch = 1 if src.ndim == 2 else src.shape[2]
+        shrinking = x1 - x0 >= self.width and y1 - y0 >= self.height
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        name = _CONVERSIONS[src_ch][0 if self.channels == 1 else 1]
+        code = getattr(cv2, "COLOR_" + name) if name else None
+        scratch = None
+        if code is not None:
+            scratch = self._scratch.get(src_ch)
+            if scratch is None:
+                shape = (self.height, self.width) + (() if src_ch == 1 else (src_ch,))
+                scratch = self._scratch[src_ch] = np.empty(shape, np.uint8)
+        crop: tuple[Any, ...] | None = (slice(y0, y1), slice(x0, x1))
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            crop = (*crop, 0)  # type: ignore[misc]
+        elif (y0, y1, x0, x1) == (0, h, 0, w):
+            crop = None  # the whole frame: no view to make
+        plan = (crop, interpolation, code, scratch)
+        if box is None or type(box) is tuple:
+            if len(self._plans) >= PLANS:
+                self._plans.clear()
+            self._plans[(frame.shape, box)] = plan
+        return plan
 
     def _check_frame(self, frame: Any) -> np.ndarray:
         if not isinstance(frame, np.ndarray):
@@ -136,7 +194,8 @@ class FramePreprocessor:
         return frame
 
     @staticmethod
-    def _crop(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    def _crop_bounds(frame: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, ...]:
+        """``(y0, y1, x0, x1)`` of ``box = (x, y, w, h)`` clipped to the frame."""
         try:
             x, y, w, h = (int(v) for v in box)
         except (TypeError, ValueError):
@@ -149,7 +208,7 @@ class FramePreprocessor:
                 f"crop box {box!r} is empty inside the {frame_w}x{frame_h} frame: "
                 "give (x, y, w, h) with w, h > 0 that overlaps the frame"
             )
-        return frame[y0:y1, x0:x1]
+        return y0, y1, x0, x1
 
     def _check_out(self, out: Any) -> None:
         if (

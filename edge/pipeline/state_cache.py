@@ -17,6 +17,20 @@ same tracks arrive in the same order (steady state) the states stay resident in 
 and nothing is gathered or scattered; they are written back to the cache arrays only when
 the set of tracks changes. Nothing is allocated per frame in steady state.
 
+Rotating banks (recurrent, stride 1, a runner with shifted state such as
+:class:`~edge_mer.runners.ort.OrtStepRunner`): a track's bank at position ``b`` is the one that
+has seen ``b`` frames. The rows are bank-major (``b * n + i`` for track ``i`` of ``n``) and the
+runner writes each next state ``n`` rows further down (``infer(n * K, shift=n)``): every bank
+moves up one position, position 0 reads zeros (the bank that restarts with this frame) and
+the bank at ``K - 1``, whose window is complete, is the one whose logits come out (rows
+``(K - 1) * n ..``, a view) and then falls off the end. No per-frame zeroing, restart
+arithmetic or logits gather is left in Python. Other runners (TensorRT) and strides > 1 keep
+the fixed banks above, track-major, with each bank's restart zeroed in the runner's input.
+
+The per-frame bookkeeping (track lookups, expiry, gap resets, row indices) runs only when the
+tracks of a frame differ from the previous frame's; a frame with the same tracks, in the same
+order, within ``reset_gap_s`` of the last one and with no other track held, reuses it.
+
 Window models (``state_kind="window"``, the bundle's ``state_kind``): the state after any T
 steps depends only on those T frames (a key/value cache of the last w frames, a causal
 convolution history, a feature ring), so ONE state row per track, never restarted, gives the
@@ -35,7 +49,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -137,6 +152,16 @@ class StateCache:
         self._seen = np.zeros(self.max_tracks, np.int64)
         self._logits: np.ndarray | None = None
         self.stats = {"gathers": 0, "resident": 0, "resets": 0, "evictions": 0, "new": 0}
+        # Rotating banks: see the module docstring. Needs one spare state row per track.
+        self.rotating = (
+            state_kind == "recurrent"
+            and self.stride == 1
+            and getattr(step, "state_spare_rows", 0) >= self.max_tracks
+        )
+        self._prev_ids: list[Hashable] = []  # the last frame's tracks, for the steady path
+        self._prev_slots: list[int] = []
+        self._prev_now = -np.inf
+        self._copy: tuple[Any, ...] | None = None  # see _feature_copy
 
     # -- queries -----------------------------------------------------------------------
 
@@ -244,17 +269,61 @@ class StateCache:
             now: capture time in seconds (default ``time.monotonic()``).
 
         Returns:
-            ``(logits [n, K], ready [n])`` views owned by the cache, valid until the next call:
-            row i is the logits of track i's bank that has seen the most frames; ``ready[i]``
-            is True when that bank has seen exactly ``window`` frames (a window model's row:
-            at least ``window``), i.e. the row equals the clip graph on the track's last
-            ``window`` frames. :attr:`frames_seen` says how many.
+            ``(logits [n, K], ready [n])`` views owned by the cache or its step runner, valid
+            until the next call: row i is the logits of track i's bank that has seen the most
+            frames; ``ready[i]`` is True when that bank has seen exactly ``window`` frames (a
+            window model's row: at least ``window``), i.e. the row equals the clip graph on the
+            track's last ``window`` frames. :attr:`frames_seen` says how many.
         """
         n = len(track_ids)
-        if not 1 <= n <= self.max_tracks:
-            raise InputError(f"{n} tracks in one frame; the cache holds 1..{self.max_tracks}")
         if now is None:
             now = time.monotonic()
+        k = self.banks
+        if (
+            isinstance(track_ids, list)
+            and n == len(self._prev_ids)
+            and self._res_n == n * k
+            and len(self._slot_of) == n
+            and now - self._prev_now <= self.reset_gap_s
+            and track_ids == self._prev_ids
+        ):
+            slots = self._prev_slots  # steady state: same tracks, states resident, no reset
+            self.stats["resident"] += 1
+            for slot in slots:
+                self._last_seen[slot] = now
+        else:
+            slots = self._enter(track_ids, n, now)
+        self._prev_now = now
+        nk = n * k
+        if self.rotating or k == 1:
+            feats_in = self.step.inputs[self.features_name]
+            copy = self._copy
+            if copy is None or copy[0] is not features or copy[1] != n or copy[4] is not feats_in:
+                copy = self._copy = self._feature_copy(features, n, feats_in)
+            np.copyto(copy[2], copy[3])  # every bank of a track steps with its features
+            if self.rotating:
+                logits = self.step.infer(nk, shift=n)[self.logits_name][nk - n : nk]
+            else:
+                logits = self.step.infer(n)[self.logits_name]
+        else:
+            return self._step_fixed_banks(slots, n, features, self.step.inputs)
+        # The emitted row has seen every frame since the (re)start, the last T of them count.
+        t, age, seen, ready = self.window, self._age, self._seen, self._ready
+        for i, slot in enumerate(slots):
+            a = age[slot] + 1
+            age[slot] = a
+            seen[i] = a if a < t else t
+            ready[i] = a >= t
+        return logits, ready[:n]
+
+    def _enter(self, track_ids: Sequence[Hashable], n: int, now: float) -> list[int]:
+        """The bookkeeping of a frame whose tracks differ from the last one's: validate,
+        expire, admit / reset, and gather the states into the runner unless resident.
+        Returns the tracks' slots in order."""
+        self._prev_ids.clear()
+        self._prev_slots.clear()
+        if not 1 <= n <= self.max_tracks:
+            raise InputError(f"{n} tracks in one frame; the cache holds 1..{self.max_tracks}")
         self.expire(now)
         self._frame += 1
         slots = self._slots
@@ -270,11 +339,14 @@ class StateCache:
             self._last_seen[slot] = now
             slots[i] = slot
 
-        k, t, s = self.banks, self.window, self.stride
+        k = self.banks
         nk = n * k
         rows = self._rows[:nk]
         np.multiply(slots[:n], k, out=self._tmp[:n])
-        np.add(self._tmp[:n, None], self._bank_ar, out=rows.reshape(n, k))
+        if self.rotating:  # bank-major: row b * n + i
+            np.add(self._tmp[None, :n], self._bank_ar[:, None], out=rows.reshape(k, n))
+        else:  # track-major: row i * k + b
+            np.add(self._tmp[:n, None], self._bank_ar, out=rows.reshape(n, k))
         inputs = self.step.inputs
         if self._res_n == nk and np.array_equal(rows, self._res_rows[:nk]):
             self.stats["resident"] += 1
@@ -285,31 +357,44 @@ class StateCache:
             self._res_rows[:nk] = rows
             self._res_n = nk
             self.stats["gathers"] += 1
+        self._prev_ids.extend(track_ids)
+        self._prev_slots.extend(slots[:n].tolist())
+        return self._prev_slots
 
+    def _feature_copy(self, features: np.ndarray, n: int, feats_in: np.ndarray) -> tuple:
+        """(features, n, destination, source, step input) for the copy of ``n`` tracks'
+        features into the step input (bank-major for rotating banks), made once per pair of
+        arrays (the encoder runner's output view is the same object every frame; a runner
+        activated again has new buffers, and the views are made again)."""
+        k = self.banks
+        dst = feats_in[: n * k]
+        if self.rotating:
+            return features, n, dst.reshape(k, n, -1), features[None, :n], feats_in
+        return features, n, dst, features[:n], feats_in
+
+    def _step_fixed_banks(
+        self, slots: list[int], n: int, features: np.ndarray, inputs: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Recurrent state in fixed, track-major banks (strides > 1, runners without shifted
+        state): zero the bank that restarts with this frame, step, gather the emitted rows."""
+        k, t, s = self.banks, self.window, self.stride
+        nk = n * k
         state_in = [inputs[name] for name in self.names]
-        banked = self.state_kind == "recurrent"
-        for i in range(n if banked else 0):
-            a = self._age[slots[i]]
+        for i, slot in enumerate(slots):
+            a = self._age[slot]
             if a % s == 0:  # the bank whose window starts with this frame restarts from zero
                 row = i * k + (a % t) // s
                 for arr in state_in:
                     arr[row] = 0
-        feats_in = inputs[self.features_name]
-        np.copyto(feats_in[:nk].reshape(n, k, -1), features[:n, None, :])
-
-        out = self.step.infer(nk)
-        logits = out[self.logits_name]
+        np.copyto(inputs[self.features_name][:nk].reshape(n, k, -1), features[:n, None, :])
+        logits = self.step.infer(nk)[self.logits_name]
         if self._logits is None or self._logits.shape[1:] != logits.shape[1:]:
             self._logits = np.zeros((self.max_tracks, *logits.shape[1:]), logits.dtype)
-        for i in range(n):
-            slot = int(slots[i])
+        for i, slot in enumerate(slots):
             a = self._age[slot]
-            if banked:
-                j = (a + 1) % t
-                b = (-(-j // s)) % k  # the bank whose next restart is furthest away
-                seen = min(t - (b * s - j) % t, a + 1)
-            else:  # one row that has seen every frame; only the last T count
-                b, seen = 0, min(t, a + 1)
+            j = (a + 1) % t
+            b = (-(-j // s)) % k  # the bank whose next restart is furthest away
+            seen = min(t - (b * s - j) % t, a + 1)
             self._emit[i] = i * k + b
             self._seen[i] = seen
             self._ready[i] = seen == t

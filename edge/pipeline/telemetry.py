@@ -1,12 +1,13 @@
 """Prometheus metrics with prometheus_client, served on loopback; and SoC temperature.
 
 :class:`RuntimeMetrics` owns a :class:`~prometheus_client.CollectorRegistry` of its own
-(never the process-global one), so two pipelines in one process do not collide. What the
-frame loop updates per frame (``frames``, ``frame_latency``) are prometheus_client metrics
-whose update allocates nothing that outlives the call (``tests/edge/pipeline/test_live.py``
-measures it); per-stage timings are copied at a low rate from the pipeline's preallocated
-rings (:meth:`RuntimeMetrics.record_stages`); sink counters and the SoC temperature are read
-at scrape time by a collector, and an absent sensor is absent from the output, not 0.
+(never the process-global one), so two pipelines in one process do not collide. The frame
+loop touches no Prometheus metric per frame: it records stage timings and each frame's
+latency in the pipeline's preallocated rings, and :meth:`RuntimeMetrics.record_stages`
+(the daemon calls it at 10 Hz) copies what is new into ``stage_seconds``,
+``frame_latency`` and ``frames``. Events update their counters as they happen. Sink
+counters and the SoC temperature are read at scrape time by a collector, and an absent
+sensor is absent from the output, not 0.
 
 :class:`MetricsServer` serves prometheus_client's WSGI app (content negotiation, gzip) from
 a daemon thread bound to 127.0.0.1 by default: the service publishes nothing to the
@@ -106,9 +107,9 @@ def _probe(fn: Callable[[], Any], what: str) -> float | None:
 class RuntimeMetrics:
     """The pipeline's standard metrics (names prefixed ``edge_mer_``), in ``registry``.
 
-    Update from the frame loop: ``frames.inc()``, ``frame_latency.observe(s)``,
-    ``events.labels(type).inc()``, ``event_latency.observe(s)``; from a slower tick:
-    :meth:`record_stages`, :meth:`record_drops`, ``camera_fps.set(v)``.
+    Update per event: ``events.labels(type).inc()``, ``event_latency.observe(s)``; from a
+    slower tick: :meth:`record_stages` (stage timings, frame latencies and the frame count,
+    from the pipeline's rings), :meth:`record_drops`, ``camera_fps.set(v)``.
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class RuntimeMetrics:
         self._scrape = _ScrapeTime(thermal_root)
         r.register(self._scrape)
         self._stage_seen: dict[str, int] = {}
+        self._latency_seen = 0
         self._stage_clock: object | None = None
         self._drops_seen: dict[str, int] = {}
 
@@ -161,15 +163,24 @@ class RuntimeMetrics:
         self._scrape.sinks[name] = sink
 
     def record_stages(self, clock: Any) -> None:
-        """Observe the stage timings ``clock`` (a :class:`~edge_mer.pipeline.live.StageClock`)
-        recorded since the last call; samples that its ring already overwrote are skipped.
-        Call it at a low rate (the daemon does, at 10 Hz), not per frame."""
+        """Observe the stage timings and frame latencies ``clock`` (a
+        :class:`~edge_mer.pipeline.live.StageClock`) recorded since the last call, and count
+        its frames (``capture`` samples) into ``frames``; samples that a ring already
+        overwrote are skipped (but counted). Call it at a low rate (the daemon does, at
+        10 Hz), not per frame."""
         if clock is not self._stage_clock:  # a new pipeline (reload): its rings start at 0
-            self._stage_clock, self._stage_seen = clock, {}
+            self._stage_clock, self._stage_seen, self._latency_seen = clock, {}, 0
+        n, values = clock.latency_ring()
+        keep = len(values)
+        for i in range(max(self._latency_seen, n - keep), n):
+            self.frame_latency.observe(float(values[i % keep]))
+        self._latency_seen = n
         for stage, n, values in clock.rings():
             seen = self._stage_seen.get(stage, 0)
             if n == seen:
                 continue
+            if stage == "capture":  # one sample per frame taken from the source
+                self.frames.inc(n - seen)
             keep = len(values)
             child = self.stage_seconds.labels(stage)
             for i in range(max(seen, n - keep), n):

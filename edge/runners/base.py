@@ -45,11 +45,16 @@ class Runner(abc.ABC):
         name: a human label (``"onnxruntime:encoder"``, ``"tensorrt:step"``).
         precision: what the graph computes in (``fp32``, ``fp16``, ``int8``).
         max_batch: rows preallocated per tensor; ``infer(batch)`` needs ``1 <= batch <= max_batch``.
+        state_spare_rows: state rows beyond ``max_batch``. A runner with some (the ONNX
+            Runtime one) also takes ``infer(batch, shift=s)``, ``s <= state_spare_rows``:
+            the next state lands ``s`` rows further down, which rotates a state cache's
+            banks without a copy. 0: no shifted state (the state cache keeps fixed banks).
     """
 
     name: str = "runner"
     precision: str = "fp32"
     max_batch: int = 1
+    state_spare_rows: int = 0
 
     def __init__(self) -> None:
         self.is_active = False
@@ -93,7 +98,8 @@ class Runner(abc.ABC):
     @property
     @abc.abstractmethod
     def inputs(self) -> Mapping[str, np.ndarray]:
-        """Input name -> ``[max_batch, ...]`` numpy view the caller writes rows into.
+        """Input name -> ``[max_batch, ...]`` numpy view the caller writes rows into (state
+        inputs: ``max_batch + state_spare_rows`` rows).
 
         Owned by the runner; valid while active. For recurrent graphs the state entries
         point at the current ping-pong set: re-read after every :meth:`infer`.

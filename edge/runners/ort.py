@@ -7,6 +7,13 @@ per (batch size, ping-pong phase) the first time it is needed and reused after, 
 costs one ``run_with_iobinding`` and no allocation. ONNX Runtime writes the outputs straight
 into the bound memory. With the CUDA or TensorRT execution provider the bound buffers stay
 on the host (ORT copies them); CPU is where this path is zero-copy.
+
+Shifted state (``infer(batch, shift=s)``): the next state is written ``s`` rows further into
+the buffer the next call reads, so row ``r`` of this call's state becomes row ``r + s`` of the
+next call's, and rows ``0 .. s-1`` read zeros. That is how the state cache rotates its banks
+(the bank that restarts enters at row 0, the one that completed its window falls off the end)
+without a copy or a per-frame write: ``state_spare_rows`` extra rows behind ``max_batch`` hold
+what falls off.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ class OrtRunner(Runner):
         providers: execution providers; default :func:`default_providers`.
         threads: ``intra_op_num_threads`` (0 = ORT decides).
         precision, name: labels for reports.
+        state_spare_rows: rows each state buffer has beyond ``max_batch``: the largest
+            ``shift`` :meth:`infer` accepts.
     """
 
     def __init__(
@@ -81,10 +90,13 @@ class OrtRunner(Runner):
         threads: int = 0,
         precision: str = "fp32",
         name: str | None = None,
+        state_spare_rows: int = 0,
     ) -> None:
         super().__init__()
         if int(max_batch) < 1:
             raise InputError(f"max_batch {max_batch!r} must be >= 1")
+        if int(state_spare_rows) < 0:
+            raise InputError(f"state_spare_rows {state_spare_rows!r} must be >= 0")
         self.path = Path(path)
         self.max_batch = int(max_batch)
         self.state = dict(state or {})
@@ -93,12 +105,15 @@ class OrtRunner(Runner):
         self.threads = int(threads)
         self.precision = precision
         self.name = name or f"onnxruntime:{self.path.stem}"
+        self.state_spare_rows = int(state_spare_rows) if self.state else 0
         self._sess: Any = None
         self._bufs: dict[str, np.ndarray] = {}
         self._in_dicts: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {})
         self._out_dicts: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-        self._bindings: dict[tuple[int, int], Any] = {}
+        self._bindings: dict[tuple[int, int, int], Any] = {}
         self._phase = 0
+        self._layout = (0, 0)  # (batch, shift) of the last call
+        self._dirty = 0  # calls left that must zero the rows a shift leaves unwritten
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -122,8 +137,12 @@ class OrtRunner(Runner):
                     f"outputs {sorted(out_names)})"
                 )
         self._bufs = {}
+        state_bufs = {*self.state, *self.state.values()}
         for name, shape, typ in [*self._inputs_meta, *self._outputs_meta]:
-            self._bufs[name] = np.zeros(self._full_shape(name, shape), _dtype(typ, name))
+            full = self._full_shape(name, shape)
+            if name in state_bufs:
+                full = (full[0] + self.state_spare_rows, *full[1:])
+            self._bufs[name] = np.zeros(full, _dtype(typ, name))
         # Phase p: state input S reads buffer set p, S_next writes set 1 - p. Set 0 of S is
         # the buffer named S, set 1 the buffer named S_next.
         plain = {n: self._bufs[n] for n, _, _ in self._inputs_meta if n not in self.state}
@@ -132,6 +151,7 @@ class OrtRunner(Runner):
             {**plain, **{s: self._bufs[o] for s, o in self.state.items()}},
         )
         self._bindings, self._out_dicts, self._phase = {}, {}, 0
+        self._layout, self._dirty = (0, 0), 0
         log.debug("%s active on %s, max batch %d", self.name, providers, self.max_batch)
 
     def deactivate_impl(self) -> None:
@@ -156,19 +176,38 @@ class OrtRunner(Runner):
         """Name -> data pointer of every preallocated buffer (for zero-copy checks)."""
         return {n: int(b.ctypes.data) for n, b in self._bufs.items()}
 
-    def infer(self, batch: int) -> Mapping[str, np.ndarray]:
+    def infer(self, batch: int, shift: int = 0) -> Mapping[str, np.ndarray]:
+        """Run on the first ``batch`` rows; with ``shift`` (``0 .. state_spare_rows``) the
+        next state lands ``shift`` rows further down (see the module docstring): after the
+        call ``inputs[S][shift + r]`` holds the next state of row ``r``, and
+        ``inputs[S][:shift]`` is zero."""
         self.check_batch(batch)
-        key = (batch, self._phase)
+        key = (batch, self._phase, shift)
         binding = self._bindings.get(key)
         if binding is None:
-            binding = self._bind(batch, self._phase)
+            if not 0 <= shift <= self.state_spare_rows:
+                raise InputError(
+                    f"{self.name}: shift {shift!r} is outside 0..{self.state_spare_rows} "
+                    "(the state buffers' spare rows)"
+                )
+            binding = self._bind(batch, self._phase, shift)
+        if shift:
+            # The rows above the written ones are read as zero state by the next call. In a
+            # steady layout nothing writes them; after a change, clear them in both sets.
+            if self._layout != (batch, shift):
+                self._layout, self._dirty = (batch, shift), 2
+            if self._dirty:
+                nxt = self._in_dicts[1 - self._phase]
+                for s in self.state:
+                    nxt[s][:shift] = 0
+                self._dirty -= 1
         self._sess.run_with_iobinding(binding)
         out = self._out_dicts[key]
         if self.state:
             self._phase ^= 1
         return out
 
-    def _bind(self, batch: int, phase: int) -> Any:
+    def _bind(self, batch: int, phase: int, shift: int = 0) -> Any:
         binding = self._sess.io_binding()
         ins = self._in_dicts[phase]
         for name, _, _ in self._inputs_meta:
@@ -180,15 +219,15 @@ class OrtRunner(Runner):
         feed_back = {o: s for s, o in self.state.items()}
         for name, _, _ in self._outputs_meta:
             if name in feed_back:  # S_next writes the set the next call reads as S
-                arr = self._in_dicts[1 - phase][feed_back[name]]
+                arr = self._in_dicts[1 - phase][feed_back[name]][shift:]
             else:
                 arr = self._bufs[name]
             binding.bind_output(
                 name, "cpu", 0, arr.dtype.type, [batch, *arr.shape[1:]], arr.ctypes.data
             )
             outs[name] = arr[:batch]
-        self._bindings[(batch, phase)] = binding
-        self._out_dicts[(batch, phase)] = outs
+        self._bindings[(batch, phase, shift)] = binding
+        self._out_dicts[(batch, phase, shift)] = outs
         return binding
 
     def _full_shape(self, name: str, shape: Sequence[Any]) -> tuple[int, ...]:
@@ -249,11 +288,18 @@ class OrtEncoderRunner(OrtRunner):
 
 
 class OrtStepRunner(OrtRunner):
-    """``step.onnx``: ``features`` + states ``S`` -> ``logits`` + ``S_next``, state ping-pong."""
+    """``step.onnx``: ``features`` + states ``S`` -> ``logits`` + ``S_next``, state ping-pong.
+
+    For a recurrent bundle the state buffers get ``ceil(max_batch / window)`` spare rows (one
+    per track when ``max_batch`` is tracks x window): what the state cache's bank rotation
+    (``infer(batch, shift=tracks)``) needs."""
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, max_batch: int, **kw: Any) -> OrtStepRunner:
         entry = bundle.manifest["graphs"]["step"]
+        kw["threads"] = kw.get("threads") or 1
+        if bundle.state_kind == "recurrent":
+            kw.setdefault("state_spare_rows", -(-int(max_batch) // int(bundle.input["window"])))
         return cls(
             bundle.graph_path("step"),
             max_batch,

@@ -161,6 +161,7 @@ class Daemon:
                 tick=tick,
             )
         finally:
+            metrics.record_stages(pipeline.clock)  # the frames since the last 10 Hz tick
             self.notifier.status(f"draining: {pipeline.status()}")
             pipeline.close(service.drain_s)
         return why

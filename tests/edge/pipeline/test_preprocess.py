@@ -116,3 +116,25 @@ def test_bad_out_buffer_and_config():
         FramePreprocessor(4, 4, 2)
     with pytest.raises(InputError):
         FramePreprocessor(0, 4, 3)
+
+
+def test_repeated_frames_reuse_their_plan_and_give_the_same_pixels():
+    rng = np.random.default_rng(0)
+    pre, fresh = FramePreprocessor(24, 24, 1), FramePreprocessor
+    frames = [rng.integers(0, 256, (60, 80, 3), dtype=np.uint8) for _ in range(3)]
+    boxes = [(10, 5, 40, 40), (30, 10, 45, 50), None, [10, 5, 40, 40]]  # a list: no plan kept
+    out = np.empty((24, 24, 1), np.uint8)
+    for _ in range(3):
+        for frame in frames:
+            for box in boxes:
+                pre(frame, box, out=out)
+                assert (out == fresh(24, 24, 1)(frame, box)).all()
+    assert len(pre._plans) == 3
+    # A buffer that is not the one already checked is checked, whatever came before.
+    with pytest.raises(InputError, match="does not fit"):
+        pre(frames[0], boxes[0], out=np.empty((24, 24, 3), np.uint8))
+    # A frame of another size or dtype is checked again, not served from a plan.
+    with pytest.raises(DataError, match="dtype"):
+        pre(frames[0].astype(np.float32), boxes[0])
+    with pytest.raises(DataError, match="empty inside"):
+        pre(frames[0][:4, :4], boxes[1])

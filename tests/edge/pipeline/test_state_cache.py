@@ -105,6 +105,39 @@ def test_tracks_joining_and_leaving_keep_their_own_windows(bundle, clip) -> None
         assert list(ready) == [True, True] and cache.age("b") == 9 and cache.age("a") == 12
 
 
+@pytest.mark.parametrize("spare", [None, 0], ids=["rotating", "fixed-banks"])
+def test_tracks_coming_and_going_keep_each_window_exact(bundle, clip, spare) -> None:
+    """Tracks join, leave, return and change order from frame to frame: every ready row is
+    clip.onnx over that track's own last T frames, for the rotating banks (the runner's
+    shifted state, including its layout changes) and for fixed banks."""
+    rng = np.random.default_rng(5)
+    feed = {tid: rng.integers(0, 256, (40, 32, 32, 1), dtype=np.uint8) for tid in "abc"}
+    seen: dict[str, int] = dict.fromkeys("abc", 0)
+    kw = {} if spare is None else {"state_spare_rows": spare}
+    checked = 0
+    with (
+        OrtEncoderRunner.from_bundle(bundle, 3) as enc,
+        OrtStepRunner.from_bundle(bundle, 3 * T, **kw) as st,
+    ):
+        cache = StateCache(bundle.states, 3, 10.0, 1.0, step=st, window=T)
+        assert cache.rotating == (spare is None)
+        for t in range(40):
+            ids = [str(x) for x in rng.permutation(list("abc"))[: rng.integers(1, 4)]]
+            if t % 7 < 4:  # stretches of the same tracks in the same order: the steady path
+                ids = ["a", "b"] if t % 14 < 7 else ["c"]
+            for i, tid in enumerate(ids):
+                enc.inputs["frames"][i] = feed[tid][seen[tid]]
+                seen[tid] += 1
+            logits, ready = cache.step_batch(ids, enc.infer(len(ids))["features"], now=t * DT)
+            for i, tid in enumerate(ids):
+                assert ready[i] == (seen[tid] >= T) and cache.frames_seen[i] == min(seen[tid], T)
+                if ready[i]:
+                    ref = clip.run(["logits"], {"clip": feed[tid][None, seen[tid] - T : seen[tid]]})
+                    np.testing.assert_allclose(logits[i], ref[0][0], atol=1e-4)
+                    checked += 1
+    assert checked > 40 and cache.stats["resident"] > 10 and cache.stats["gathers"] > 10
+
+
 def make_cache(bundle, st, **kw) -> StateCache:
     kw = {"ttl_s": 1.0, "reset_gap_s": 0.1, "window": T, **kw}
     return StateCache(bundle.states, kw.pop("max_tracks", 2), step=st, **kw)

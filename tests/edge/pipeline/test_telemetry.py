@@ -153,6 +153,16 @@ def test_stage_timings_come_from_the_rings_at_a_low_rate():
     assert s['edge_mer_stage_seconds_count{stage="encoder"}'] == 2 + 4
     assert s['edge_mer_stage_seconds_bucket{stage="encoder",le="0.0005"}'] == 1
     assert s['edge_mer_stage_seconds_sum{stage="encoder"}'] == pytest.approx(0.8032)
+    assert "edge_mer_frames_total 0.0" in m.render()  # frames = capture samples
+    for i in range(6):
+        clock.add("capture", 1e-5)
+        clock.add_latency(0.001 * (i + 1))
+    m.record_stages(clock)
+    m.record_stages(clock)
+    s = parse(m.render())
+    assert s["edge_mer_frames_total"] == 6  # counted even when the ring kept only 4
+    assert s["edge_mer_frame_latency_seconds_count"] == 4  # the ones the ring still held
+    assert s["edge_mer_frame_latency_seconds_sum"] == pytest.approx(0.003 + 0.004 + 0.005 + 0.006)
     m.record_stages(StageClock(keep=4))  # a reload's new clock starts from 0
     m.record_drops("ring", 7)
     m.record_drops("ring", 3)  # a new pipeline's running total: counts from 0 again

@@ -118,6 +118,35 @@ def test_step_runner_ping_pong_equals_stream_logits(bundle: Bundle) -> None:
         np.testing.assert_allclose(out["logits"], ref, atol=1e-5)
 
 
+def test_shifted_state_moves_every_row_down_and_reads_zeros_above(bundle: Bundle) -> None:
+    names = [s.name for s in bundle.states]
+    feats = np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32)
+    assert OrtStepRunner.from_bundle(bundle, 12).state_spare_rows == 2  # window 6: per track
+    with (
+        OrtStepRunner.from_bundle(bundle, 6, state_spare_rows=2) as st,
+        OrtStepRunner.from_bundle(bundle, 6) as ref,
+    ):
+        assert st.inputs["h"].shape[0] == 8
+        st.inputs["features"][:6] = ref.inputs["features"][:6] = feats
+        for n in names:  # some state in every row, as after a few frames
+            st.inputs[n][:6] = ref.inputs[n][:6] = np.arange(1, 7, dtype=np.float32)[:, None, None]
+        out = st.infer(6, shift=1)
+        want = ref.infer(6)
+        for n in names:
+            np.testing.assert_array_equal(out[f"{n}_next"], want[f"{n}_next"])
+            # row r's next state is row r + 1 of what the next call reads; row 0 reads zero
+            np.testing.assert_array_equal(st.inputs[n][1:7], want[f"{n}_next"])
+            assert ref.inputs[n].shape[0] == 7 and ref.state_spare_rows == 1
+            assert not st.inputs[n][0].any()
+        np.testing.assert_array_equal(out["logits"], want["logits"])
+        # A smaller layout leaves rows the larger one wrote above its shift: cleared.
+        for _ in range(3):
+            st.infer(2, shift=2)
+            assert not any(st.inputs[n][:2].any() for n in names)
+        with pytest.raises(InputError, match=r"shift 2 is outside 0\.\.1"):
+            ref.infer(1, shift=2)
+
+
 def test_runner_misuse_is_reported(bundle: Bundle) -> None:
     enc = OrtEncoderRunner.from_bundle(bundle, 2)
     with pytest.raises(RunnerError, match="before activate"):

@@ -361,12 +361,13 @@ def test_sigterm_unwinds_a_slow_start(tmp_path: Path) -> None:
 
 def test_sigterm_with_the_capture_thread_stuck_in_a_read(bundle: Path, tmp_path: Path) -> None:
     # A frame folder whose only "image" is a FIFO nobody writes: cv2.imread blocks in C on
-    # the capture thread forever, as a camera driver that stops answering does.
+    # the capture thread forever, as a camera driver that stops answering does. (Paced like
+    # a camera, the folder is read on a capture thread; unpaced, on the loop's own.)
     frames = tmp_path / "frames"
     frames.mkdir()
     os.mkfifo(frames / "0001.png")
     sock, path = _notify_socket(tmp_path)
-    proc = _daemon(bundle, f"frames://{frames}", path, "--face", "none")
+    proc = _daemon(bundle, f"frames://{frames}?realtime=1", path, "--face", "none")
     try:
         assert any("READY=1" in m for m in _collect(sock, "READY=1", 60))
         sent = time.monotonic()
