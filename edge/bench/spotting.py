@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edge_mer.config import Config, config_from_args
+from edge_mer.config.bundle_spotter import manifest_spotter, spotter_origins
 from edge_mer.config.models import SpotterConfig
 from edge_mer.errors import InputError
 from edge_mer.pipeline.spotter import MICRO, Event, Spotter
@@ -406,6 +407,9 @@ def evaluate_spotting(
         "encoder_graph": encoder_graph,
         "precision": results[0].extra.get("precision"),
         "spotter": cfg.spotter.model_dump(mode="json"),
+        "spotter_origin": spotter_origins(
+            set(spotter or {}), manifest_spotter(b.manifest, str(Path(bundle) / "manifest.json"))
+        ),
         "lag_s": results[0].trace.lag_s if results[0].trace is not None else None,
         "iou": iou,
         "streams": per_stream,

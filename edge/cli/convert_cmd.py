@@ -151,6 +151,19 @@ def print_summary(manifest: dict, path: Path) -> None:
         if lat:
             parts = [f"{k} {lat[k]:.3f} ms" for k in lat]
             console.print(f"  encoder    {', '.join(parts)} (ONNX Runtime CPU, batch 1, median)")
+    spotter = manifest.get("spotter") or {}
+    if spotter.get("settings"):
+        st, on = spotter["settings"], spotter.get("chosen_on") or {}
+        subjects = on.get("subjects") or []
+        span = f"subjects {subjects[0]}-{subjects[-1]}" if subjects else "its training subjects"
+        console.print(
+            f"  spotter    on {st.get('threshold_on')} / off {st.get('threshold_off')}, "
+            f"smoothing {st.get('smoothing_frames')}, lag {st.get('lag_frames')} frames, "
+            f"min {st.get('min_duration_ms')} ms: chosen on {on.get('streams', '?')} training "
+            f"streams ({span}; micro F1 {on.get('f1', 0):.2f} there); `edge-mer run` uses "
+            "them unless the config sets [spotter]",
+            markup=False,
+        )
     targets = manifest.get("targets") or {}
     if targets:
         console.print(f"  targets    {', '.join(f'{k}: {g}' for k, g in targets.items())}")
@@ -256,9 +269,11 @@ def train(
     )
     summary = run_train(clips, out, opts, StageLog(), val_subjects=held, factory=model_factory)
     best = summary["stage2"]["best_epoch"]
+    streams = summary.get("streams") or 0
+    on = f" and {streams} streams" if streams else ""
     console.print(
-        f"trained {summary['arch']} on {summary['clips']} clips ({summary['frames']} frames, "
-        f"{summary['windows']} windows) in {summary['seconds']} s: train accuracy "
+        f"trained {summary['arch']} on {summary['clips']} clips{on} ({summary['frames']} "
+        f"frames, {summary['windows']} windows) in {summary['seconds']} s: train accuracy "
         f"stage 1 {summary['stage1_train_accuracy']:.3f}, stage 2 "
         f"{summary['stage2_train_accuracy']:.3f} (epoch {best} kept) -> {out}"
     )
