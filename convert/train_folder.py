@@ -9,7 +9,8 @@ of clips) it trains on the clips as before.
 
 Registry models get the stream recipe's defaults where their config does not say
 otherwise (:data:`TRAIN_DEFAULTS`): a 4x4 feature grid, and for the recurrent heads the
-window-start reference.
+window-start reference; with streams that hold macro-expressions, also a ``macro`` class
+(:func:`with_macro_class`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,27 @@ def train_config(config: dict[str, Any], factory: str | None) -> dict[str, Any]:
                 continue
         out["pool"] = 1
     return out
+
+
+def with_macro_class(
+    config: dict[str, Any],
+    asked: dict[str, Any],
+    factory: str | None,
+    labels: list[str],
+    streams: Sequence[Any],
+) -> dict[str, Any]:
+    """``config`` with a ``macro`` class after ``labels`` when the streams hold
+    macro-expressions, the model has a background class and the config (``asked``) did not
+    choose its labels: the spotter counts it as background and vetoes micro events that go
+    on into a macro-expression (:mod:`edge_mer.pipeline.spotter`)."""
+    from edge_mer.pipeline.spotter import MACRO_LABEL
+
+    has_macro = any(e.kind == "macro" for s in streams for e in s.events)
+    if factory is not None or "labels" in asked or not has_macro or "none" not in labels:
+        return config
+    if MACRO_LABEL in labels:
+        return config
+    return {**config, "labels": [*labels, MACRO_LABEL]}
 
 
 def train_folder(
@@ -93,6 +115,7 @@ def train_folder(
             f"(it has {sorted({c.subject for c in clips})})"
         )
     val = [c for c in clips if c.subject in held]
+    config = with_macro_class(config, opts.config, factory, labels, found)
     result = fit(
         [c for c in clips if c.subject not in held],
         config,

@@ -18,6 +18,12 @@ micro-expression with an emotion the model knows:
   (they are not micro-expressions), and windows that still hold a micro-expression that
   ended more than L frames ago (so events close on time).
 
+With a ``macro`` label among the model's labels (:data:`~edge_mer.pipeline.spotter.
+MACRO_LABEL`), the windows touching a macro-expression from half-way up its rise on carry it
+(the earlier ones, which look like a micro-expression's start, are left out), and its
+stage-1 pairs are taken like a micro-expression's: the spotter counts ``macro`` as
+background and vetoes micro events that go on into a macro-expression.
+
 Every background window that touches an event or a blink is kept (the hard ones); the
 plain neutral ones are sampled, up to ``bg_ratio`` per positive window of the stream.
 Stage 1 pairs: for each micro-expression, (a frame of the T - 1 before its onset, a frame
@@ -37,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from edge_mer.errors import DataError
+from edge_mer.pipeline.spotter import MACRO_LABEL
 
 __all__ = [
     "IGNORE",
@@ -108,10 +115,16 @@ def window_labels(stream: TrainStream, labels: list[str], t: int, lag: int, bg: 
     y = np.full(n, bg, np.int64)
     e = np.arange(n)
     start = e - t + 1
+    macro = labels.index(MACRO_LABEL) if MACRO_LABEL in labels else None
     for ev in stream.events:
+        touch = (start <= ev.offset) & (e >= ev.onset)
+        if ev.kind == "macro" and macro is not None:
+            late = e >= ev.onset + max(1, (ev.apex - ev.onset) // 2)
+            y[touch & late] = macro
+            y[touch & ~late] = IGNORE
+            continue
         if ev.kind != "micro":
             continue
-        touch = (start <= ev.offset) & (e >= ev.onset)
         if ev.label is None:  # an emotion the model has no class for: neither it nor none
             y[touch] = IGNORE
             continue
@@ -173,21 +186,25 @@ def stream_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stage-1 frame pairs ``[M, 2, H, W, C]`` and labels (see the module docstring)."""
     xs, ys = [], []
+    macro = labels.index(MACRO_LABEL) if MACRO_LABEL in labels else None
     for s in streams:
         n = len(s.frames)
         busy = np.zeros(n, bool)
         micro = [ev for ev in s.events if ev.kind == "micro"]
-        for ev in micro:
+        learnt = micro + [ev for ev in s.events if ev.kind == "macro" and macro is not None]
+        for ev in learnt:
             busy[max(0, ev.onset - 1) : ev.offset + 2] = True
-            if ev.label is None:
+            label = macro if ev.kind == "macro" else None
+            if label is None and ev.label is None:
                 continue
+            label = labels.index(ev.label) if label is None else label
             lo = max(0, ev.onset - t + 1)
             hi = max(lo + 1, ev.onset)
             for _ in range(per_event):
                 r = int(rng.integers(lo, hi))
                 a = int(np.clip(ev.apex + rng.integers(-2, 3), ev.onset, n - 1))
                 xs.append(s.frames[[r, a]])
-                ys.append(labels.index(ev.label))
+                ys.append(label)
         if bg is None:
             continue
         free = np.flatnonzero(~busy)

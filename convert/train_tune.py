@@ -19,10 +19,12 @@ from torch import nn
 
 from edge_mer.convert.train_model import classifier
 from edge_mer.convert.train_streams import TrainStream
+from edge_mer.pipeline.spotter import MACRO_LABEL
 
 __all__ = ["SETTING_KEYS", "tune_spotter", "window_probs"]
 
 # The [spotter] keys the choice sets (the others keep their defaults).
+VETO_KEYS = ("macro_veto", "hold_ms")  # with a macro class
 SETTING_KEYS = (
     "threshold_on",
     "threshold_off",
@@ -53,7 +55,14 @@ def tune_spotter(
 ) -> dict[str, Any]:
     """The best grid setting on ``streams`` (features ``feats``, one tensor per stream), as
     the manifest records it: ``{"settings": {...}, "chosen_on": {...}}``."""
-    from edge_mer.bench.spot_tune import GRID, RecordedTrace, choose_spotter, grid_settings
+    from edge_mer.bench.spot_tune import (
+        GRID,
+        VETO_GRID,
+        RecordedTrace,
+        choose_spotter,
+        grid_settings,
+        veto_settings,
+    )
     from edge_mer.bench.spotting import SpotStream, TruthEvent
 
     t, fps = int(spec["window"]), float(spec["fps"])
@@ -75,8 +84,10 @@ def tune_spotter(
     settings = grid_settings(t)
     best, micro = choose_spotter(recorded, labels, fps, t, settings)
     chosen = best.model_dump(mode="json")
+    keys = SETTING_KEYS + (VETO_KEYS if MACRO_LABEL in labels else ())
+    grid = {**GRID, **(VETO_GRID if MACRO_LABEL in labels else {})}
     return {
-        "settings": {k: chosen[k] for k in SETTING_KEYS},
+        "settings": {k: chosen[k] for k in keys},
         "chosen_on": {
             "what": "training streams (the training subjects), best pooled micro-expression "
             "F1 at IoU 0.5 over a grid",
@@ -84,8 +95,9 @@ def tune_spotter(
             "subjects": sorted({s.subject for s in streams}),
             "synthetic_subjects": sorted({tuple(s.synthetic) for s in streams if s.synthetic}),
             "seconds": round(sum(len(s.frames) for s in streams) / fps, 3),
-            "grid": {k: list(v) for k, v in GRID.items()},
-            "settings_tried": len(settings),
+            "grid": {k: list(v) for k, v in grid.items()},
+            "settings_tried": len(settings)
+            + (len(veto_settings(best)) if VETO_KEYS[0] in keys else 0),
             "f1": round(float(micro.get("f1", 0.0)), 4),
             "precision": round(float(micro.get("precision", 0.0)), 4),
             "recall": round(float(micro.get("recall", 0.0)), 4),

@@ -21,8 +21,17 @@ import numpy as np
 
 from edge_mer.bench.spotting import SpotStream, replay, score_stream, summarize
 from edge_mer.config.models import SpotterConfig
+from edge_mer.pipeline.spotter import MACRO_LABEL
 
-__all__ = ["GRID", "RecordedTrace", "choose_spotter", "grid_settings", "tuned_on_subjects"]
+__all__ = [
+    "GRID",
+    "VETO_GRID",
+    "RecordedTrace",
+    "choose_spotter",
+    "grid_settings",
+    "tuned_on_subjects",
+    "veto_settings",
+]
 
 # threshold_off is a share of threshold_on; lag_frames is relative to T // 4.
 GRID: dict[str, list[Any]] = {
@@ -31,6 +40,13 @@ GRID: dict[str, list[Any]] = {
     "smoothing_frames": [3, 5, 7],
     "lag_offset": [-1, 0, 1],
     "min_duration_ms": [40, 80],
+}
+
+
+# Second stage, for models with a macro class: the veto, with the first stage's best.
+VETO_GRID: dict[str, list[Any]] = {
+    "macro_veto": [1.0, 0.95, 0.9, 0.8, 0.7, 0.5],
+    "hold_ms": [0, 60, 120, 200],
 }
 
 
@@ -74,6 +90,16 @@ def grid_settings(window: int) -> list[SpotterConfig]:
     return out
 
 
+def veto_settings(base: SpotterConfig) -> list[SpotterConfig]:
+    """``base`` with every ``macro_veto`` x ``hold_ms`` of :data:`VETO_GRID` (no veto first,
+    so that a tie keeps it)."""
+    return [
+        base.model_copy(update={"macro_veto": v, "hold_ms": h})
+        for v, h in itertools.product(*VETO_GRID.values())
+        if v < 1.0 or h == 0
+    ]
+
+
 def choose_spotter(
     streams: Sequence[tuple[SpotStream, RecordedTrace]],
     labels: Sequence[str],
@@ -82,10 +108,24 @@ def choose_spotter(
     settings: Sequence[SpotterConfig] | None = None,
 ) -> tuple[SpotterConfig, dict[str, Any]]:
     """The setting with the best pooled micro F1 on ``streams`` and its pooled figures
-    (:func:`~edge_mer.bench.spotting.summarize`'s ``micro``)."""
+    (:func:`~edge_mer.bench.spotting.summarize`'s ``micro``). With a ``macro`` label the
+    veto is then chosen the same way, for the best setting (:func:`veto_settings`)."""
+    best, micro = _best(streams, labels, fps, window, settings or grid_settings(window))
+    if MACRO_LABEL in labels:
+        best, micro = _best(streams, labels, fps, window, veto_settings(best))
+    return best, micro
+
+
+def _best(
+    streams: Sequence[tuple[SpotStream, RecordedTrace]],
+    labels: Sequence[str],
+    fps: float,
+    window: int,
+    settings: Sequence[SpotterConfig],
+) -> tuple[SpotterConfig, dict[str, Any]]:
     best_key: tuple[float, int] | None = None
     best, best_micro = SpotterConfig(), {}
-    for cfg in settings if settings is not None else grid_settings(window):
+    for cfg in settings:
         per = [
             score_stream(stream, replay(trace, labels, fps, window, cfg))  # type: ignore[arg-type]
             for stream, trace in streams

@@ -35,7 +35,7 @@ from edge_mer.config import Config, config_from_args
 from edge_mer.config.bundle_spotter import manifest_spotter, spotter_origins
 from edge_mer.config.models import SpotterConfig
 from edge_mer.errors import InputError
-from edge_mer.pipeline.spotter import MICRO, Event, Spotter
+from edge_mer.pipeline.spotter import MICRO, Event, Spotter, spotter_from_config
 from edge_mer.pipeline.spotting_eval import SpottingScore, match_events, score_events
 
 __all__ = [
@@ -148,22 +148,6 @@ class ProbabilityTrace:
     @property
     def tracks(self) -> list[Hashable]:
         return self._tracks
-
-
-def spotter_from_config(labels: Sequence[str], fps: float, sp: SpotterConfig) -> Spotter:
-    """The :class:`Spotter` that :class:`LivePipeline` builds from a ``[spotter]`` table."""
-    return Spotter(
-        labels,
-        background="none" if "none" in labels else None,
-        fps=fps,
-        smoothing_frames=sp.smoothing_frames,
-        on_threshold=sp.threshold_on,
-        off_threshold=sp.threshold_off,
-        min_ms=sp.min_duration_ms,
-        max_micro_ms=sp.max_duration_ms,
-        refractory_ms=sp.refractory_ms,
-        macro=sp.macro,
-    )
 
 
 def lag_seconds(sp: SpotterConfig, window: int, fps: float) -> float:

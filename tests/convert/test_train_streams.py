@@ -166,6 +166,10 @@ def test_trained_on_streams_the_bundle_carries_its_spotter_and_run_uses_it(train
     assert manifest["spotter"]["chosen_on"]["synthetic_subjects"] == [[0, 0], [0, 1]]
     assert manifest["model"]["config"]["reference"] == "window-start"  # train's default
     assert manifest["model"]["config"]["pool"] == 2  # 4x4 does not fit 32x32: the largest
+    # Subject 02's stream holds a macro-expression: train adds the macro class, and the
+    # spotter's veto is chosen with the rest.
+    assert manifest["labels"] == [*LABELS, "macro"]
+    assert {"macro_veto", "hold_ms"} <= set(settings)
     uri = "synthetic://?seconds=1&fps=50&size=48x48&seed=7"
     cfg = config_from_args(trained["bundle"], uri, tables={"face": {"detector": "none"}})
     assert {k: getattr(cfg.spotter, k) for k in settings} == settings
