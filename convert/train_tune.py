@@ -10,6 +10,7 @@ on the training subjects only, never on the streams a bundle is scored on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,6 +66,7 @@ def tune_spotter(
     )
     from edge_mer.bench.spotting import SpotStream, TruthEvent
 
+    started = time.perf_counter()
     t, fps = int(spec["window"]), float(spec["fps"])
     was = model.training
     model.eval()
@@ -102,5 +104,6 @@ def tune_spotter(
             "precision": round(float(micro.get("precision", 0.0)), 4),
             "recall": round(float(micro.get("recall", 0.0)), 4),
             "tp_fp_fn": [micro.get("tp", 0), micro.get("fp", 0), micro.get("fn", 0)],
+            "seconds_to_choose": round(time.perf_counter() - started, 1),
         },
     }
