@@ -162,7 +162,13 @@ def _print(report: dict[str, Any]) -> None:
         f"{report['encoder_graph'] or report['precision']}); spotter on "
         f"{sp['threshold_on']:g} / off {sp['threshold_off']:g}, smoothing "
         f"{sp['smoothing_frames']}, lag {report['lag_s'] * 1000:.0f} ms, min "
-        f"{sp['min_duration_ms']} ms ({'; '.join(where) or 'built-in defaults'})"
+        f"{sp['min_duration_ms']} ms"
+        + (
+            f", macro veto {sp['macro_veto']:g} held {sp['hold_ms']} ms"
+            if sp.get("macro_veto", 1.0) < 1.0
+            else ""
+        )
+        + f" ({'; '.join(where) or 'built-in defaults'})"
     )
     head, rows = stream_rows(report)
     table = Table(box=None, pad_edge=False)
