@@ -243,7 +243,8 @@ def write_stream(
 ) -> tuple[Path, Path]:
     """Write :func:`generate_stream` to a video at ``path`` and its ground truth beside it,
     ``<stem>.events.csv`` (kind, emotion, onset_frame, apex_frame, offset_frame, onset_s,
-    apex_s, offset_s, aus; frames 0-based). Frames are rendered as they are written."""
+    apex_s, offset_s, aus; frames 0-based; one row per micro- or macro-expression and per
+    blink, kind ``blink``, AU45, by onset). Frames are rendered as they are written."""
     path = Path(path)
     timeline = _stream_timeline(
         seconds, fps, size, seed, subject_index, micro_rate_hz, include_macro
@@ -271,6 +272,10 @@ def write_stream(
         ]
         for e in (s.event for s in timeline.events)
     ]
+    for start, length in timeline.blinks:  # AU45; eyes fully closed at 35 % of the blink
+        a, p, b = math.floor(start), round(start + 0.35 * length), math.ceil(start + length)
+        rows.append(["blink", "", a, p, b, *(f"{v / fps:.6f}" for v in (a, p, b)), "45"])
+    rows.sort(key=lambda r: int(r[2]))
     events_path = path.with_name(f"{path.stem}.events.csv")
     write_csv(events_path, EVENT_COLUMNS, rows)
     return path, events_path
@@ -287,13 +292,18 @@ def synthesize(
     seed: int = 0,
     videos: bool = False,
     stream_seconds: float = 0.0,
+    subject_streams: float = 0.0,
+    subject_stream_fps: float = 50.0,
     progress: Progress | None = None,
 ) -> dict:
     """What ``edge-mer synth --out DIR`` does: ``DIR/<layout>/`` for each of ``layouts``
     (:data:`~.synth_layouts.LAYOUTS`; each at its dataset's fps unless ``fps`` is given),
     ``DIR/videos/`` if ``videos`` (the casme2 clips, rendered once), ``DIR/stream.avi`` +
-    ``stream.events.csv`` if ``stream_seconds > 0`` (at ``fps`` or 200). Files it writes are
-    replaced; others in DIR are left alone.
+    ``stream.events.csv`` if ``stream_seconds > 0`` (at ``fps`` or 200), and with
+    ``subject_streams > 0`` one stream of that many seconds per casme2 subject, at
+    ``subject_stream_fps``, in ``DIR/casme2/streams/`` (:mod:`.stream_files`: what
+    ``edge-mer train`` learns the background from). Files it writes are replaced; others in
+    DIR are left alone.
 
     ``progress(done, total, what)`` counts clips, plus one unit per stream second. Returns a
     summary: ``layouts`` (one :func:`~.synth_layouts.write_layout` summary each), and for the
@@ -312,6 +322,12 @@ def synthesize(
     _check_counts(subjects, clips_per_emotion, seed)
     if not (math.isfinite(stream_seconds) and stream_seconds >= 0):
         raise InputError(f"stream_seconds={stream_seconds!r}: must be >= 0")
+    if not (math.isfinite(subject_streams) and subject_streams >= 0):
+        raise InputError(f"subject_streams={subject_streams!r}: must be >= 0 seconds")
+    if subject_streams > 0:
+        _check(subject_stream_fps, size)
+        if "casme2" not in layouts:
+            raise InputError("subject streams go beside the casme2 clips: add the casme2 layout")
     per_layout = {
         name: subjects * clips_per_emotion * len(LAYOUTS[name].emotions) for name in layouts
     }
@@ -320,7 +336,9 @@ def synthesize(
     stream_units = (
         math.ceil(round(stream_seconds * base_fps) / base_fps) if stream_seconds > 0 else 0
     )
-    total = n_clips + stream_units
+    per_subject = round(subject_streams * subject_stream_fps) / subject_stream_fps
+    subject_units = subjects * math.ceil(per_subject) if subject_streams > 0 else 0
+    total = n_clips + stream_units + subject_units
     out.mkdir(parents=True, exist_ok=True)
     vids = _VideoSetWriter(out / "videos", base_fps, size, "MJPG", ".avi") if videos else None  # type: ignore[arg-type]
     done = 0
@@ -386,6 +404,20 @@ def synthesize(
             stream=str(video),
             stream_events=str(events),
             stream_event_counts={"micro": kinds.count("micro"), "macro": kinds.count("macro")},
+        )
+    summary["subject_streams"] = None
+    if subject_streams > 0:
+        from edge_mer.calibration.stream_files import write_subject_streams
+
+        offset = n_clips + stream_units
+        summary["subject_streams"] = write_subject_streams(
+            out / "casme2",
+            subjects=subjects,
+            seconds=subject_streams,
+            fps=subject_stream_fps,
+            size=size,  # type: ignore[arg-type]
+            seed=seed,
+            progress=lambda d, _t, what: progress(offset + d, total, what) if progress else None,
         )
     summary["elapsed_s"] = round(time.perf_counter() - start, 3)
     return summary

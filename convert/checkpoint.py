@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_METADATA_KEY",
+    "SPOTTER_METADATA_KEY",
     "LoadedModel",
     "load_model",
     "model_spec",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 CONFIG_METADATA_KEY = "edge_mer_config"
+# The spotter settings chosen on the training streams (convert.train_tune), if any.
+SPOTTER_METADATA_KEY = "edge_mer_spotter"
 _SAFETENSORS_HEADER_CAP = 100 * 1024 * 1024  # the reference implementation's cap
 
 
@@ -58,15 +61,22 @@ class LoadedModel:
     labels: list[str] = field(default_factory=list)
     state_names: list[str] = field(default_factory=list)
     state_kind: str = "recurrent"  # or "window" (the model's optional state_kind attribute)
+    spotter: dict[str, Any] | None = None  # chosen on the training streams, for the manifest
 
 
-def save_checkpoint(model: nn.Module, path: Path, config: dict[str, Any]) -> None:
-    """Write ``model``'s weights as safetensors with ``config`` in the metadata."""
+def save_checkpoint(
+    model: nn.Module, path: Path, config: dict[str, Any], spotter: dict[str, Any] | None = None
+) -> None:
+    """Write ``model``'s weights as safetensors with ``config`` (and ``spotter``, the
+    settings chosen on the training streams) in the metadata."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={CONFIG_METADATA_KEY: json.dumps(config)})
+    metadata = {CONFIG_METADATA_KEY: json.dumps(config)}
+    if spotter is not None:
+        metadata[SPOTTER_METADATA_KEY] = json.dumps(spotter)
+    save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
@@ -304,6 +314,15 @@ def load_model(
     _load_weights(model, tensors, checkpoint)
     model.eval()
     probe_protocol(model, spec, len(labels), origin)
+    spotter = None
+    raw_spotter = meta.get(SPOTTER_METADATA_KEY)
+    if isinstance(raw_spotter, str):
+        try:
+            spotter = json.loads(raw_spotter)
+        except json.JSONDecodeError:
+            raise CheckpointError(
+                f"checkpoint {str(checkpoint)!r}: metadata {SPOTTER_METADATA_KEY!r} is not JSON"
+            ) from None
     return LoadedModel(
         model,
         config,
@@ -313,6 +332,7 @@ def load_model(
         labels,
         names,
         kind,
+        spotter if isinstance(spotter, dict) else None,
     )
 
 

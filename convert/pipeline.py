@@ -255,6 +255,7 @@ def convert(
                 "checkpoint_sha256": sha256_file(checkpoint),
             },
             "versions": _versions(),
+            **({"spotter": loaded.spotter} if loaded.spotter else {}),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "convert_seconds": round(time.perf_counter() - started, 2),
         }

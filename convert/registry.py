@@ -31,7 +31,7 @@ from edge_mer.convert.encoders import ENCODERS, build_encoder
 from edge_mer.convert.heads import TemporalHead
 from edge_mer.convert.heads import tcn as tcn_head
 from edge_mer.convert.heads import transformer as tf_head
-from edge_mer.convert.heads.rnn import AttnLstmHead, RnnHead
+from edge_mer.convert.heads.rnn import REFERENCES, AttnLstmHead, RnnHead
 from edge_mer.errors import InputError
 
 __all__ = ["ARCHS", "ARCH_KEYS", "COMMON", "DEFAULT_CONFIG", "MerModel", "build", "resolve_config"]
@@ -61,11 +61,14 @@ _RNN = {
     # Causal feature baseline: the RNN reads each frame's features minus a running mean of
     # the frames so far (EMA with alpha 1/K after K frames), carried as state. 0 = off.
     "baseline": 0,
+    # "window-start": the RNN reads each frame's features minus those of the first frame of
+    # the window (a per-window neutral reference carried as state; heads.rnn). "none" = off.
+    "reference": "none",
 }
 ARCH_KEYS: dict[str, dict[str, Any]] = {
     "cnn_lstm": dict(_RNN),
     "cnn_gru": dict(_RNN),
-    "cnn_attn_lstm": {"layers": 1, "attention": 32},
+    "cnn_attn_lstm": {"layers": 1, "attention": 32, "reference": "none"},
     # span None: the largest attention span whose receptive field fits the window.
     "cnn_transformer": {"layers": 2, "heads": 4, "span": None, "ffn_mult": 2},
     # dilations None: 1, 2, 4, ... filling the window (heads.tcn.dilations_for_window).
@@ -160,13 +163,27 @@ def _check_arch(cfg: dict[str, Any], arch: str) -> None:
         base = cfg["baseline"]
         if not isinstance(base, int) or base == 1 or base < 0:
             raise InputError(f"model config baseline={base!r}: 0 (off) or K >= 2 frames")
+        _check_reference(cfg)
+        if base and cfg["reference"] != "none":
+            raise InputError(
+                f"model config baseline={base!r} and reference={cfg['reference']!r} are "
+                "exclusive: the RNN reads one or the other; set baseline 0 or reference 'none'"
+            )
     elif arch == "cnn_attn_lstm":
         _positive_int(cfg, "layers")
         _positive_int(cfg, "attention")
+        _check_reference(cfg)
     elif arch == "cnn_transformer":
         _check_transformer(cfg, window)
     elif arch == "cnn_tcn":
         _check_tcn(cfg, window)
+
+
+def _check_reference(cfg: dict[str, Any]) -> None:
+    if cfg["reference"] not in REFERENCES:
+        raise InputError(
+            f"model config reference={cfg['reference']!r}: choose one of {list(REFERENCES)}"
+        )
 
 
 def _check_transformer(cfg: dict[str, Any], window: int) -> None:
@@ -239,9 +256,9 @@ def _build_head(cfg: dict[str, Any]) -> TemporalHead:
     k, drop = len(cfg["labels"]), float(cfg["dropout"])
     if arch in _RNN_ARCHS:
         kind = arch.removeprefix("cnn_")
-        return RnnHead(kind, d, hidden, cfg["layers"], k, drop, cfg["baseline"])
+        return RnnHead(kind, d, hidden, cfg["layers"], k, drop, cfg["baseline"], cfg["reference"])
     if arch == "cnn_attn_lstm":
-        return AttnLstmHead(d, hidden, cfg["layers"], k, cfg["attention"], drop)
+        return AttnLstmHead(d, hidden, cfg["layers"], k, cfg["attention"], drop, cfg["reference"])
     if arch == "cnn_transformer":
         return tf_head.TransformerHead(
             d, hidden, cfg["layers"], cfg["heads"], cfg["span"], k, cfg["ffn_mult"], drop

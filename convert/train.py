@@ -42,25 +42,30 @@ from torch import nn
 from edge_mer.calibration.labels import MEGC3_WITH_BACKGROUND
 from edge_mer.convert.checkpoint import save_checkpoint
 from edge_mer.convert.train_data import (
+    SequenceData,
     TrainClip,
     check_clips,
-    eval_window_end,
     frame_set,
     jitter,
-    load_clip_folder,
-    padded,
     pair_set,
     resolve_background,
-    resolve_events,
+    sequence_data,
     window_index,
 )
 from edge_mer.convert.train_loop import SELECTIONS, reproducible, run_stage, validation_figures
 from edge_mer.convert.train_model import build_model, classifier, encode_all, split_parameters
-from edge_mer.errors import InputError
+from edge_mer.convert.train_streams import (
+    TrainStream,
+    check_streams,
+    stream_pairs,
+    stream_windows,
+)
+from edge_mer.convert.train_tune import tune_spotter
+from edge_mer.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainClip", "TrainOptions", "TrainResult", "fit", "jitter", "train"]
+__all__ = ["TrainClip", "TrainOptions", "TrainResult", "TrainStream", "fit", "jitter", "train"]
 
 Say = Callable[[str], None]
 
@@ -114,10 +119,12 @@ class TrainResult:
     model: nn.Module
     config: dict[str, Any]
     summary: dict[str, Any]
+    spotter: dict[str, Any] | None = None  # chosen on the training streams (tune_spotter)
 
     def save(self, path: Path) -> None:
-        """Safetensors with the config in the metadata (``edge-mer convert`` reads it)."""
-        save_checkpoint(self.model, Path(path), self.config)
+        """Safetensors with the config (and the spotter settings chosen on the training
+        streams) in the metadata: ``edge-mer convert`` reads both."""
+        save_checkpoint(self.model, Path(path), self.config, spotter=self.spotter)
 
 
 def fit(
@@ -128,8 +135,9 @@ def fit(
     validation: Sequence[TrainClip] | None = None,
     factory: str | Callable[[dict[str, Any]], nn.Module] | None = None,
     say: Say | None = None,
+    streams: Sequence[TrainStream] | None = None,
 ) -> TrainResult:
-    """Train a model on clips in memory; see the module docstring.
+    """Train a model on clips (and streams) in memory; see the module docstring.
 
     Args:
         train: training clips at the model's fps and size (:class:`TrainClip`).
@@ -138,6 +146,10 @@ def fit(
         validation: clips of validation subjects (never test subjects): scored after every
             epoch of stage 2 and the fine-tune; ``selection="inner-val"`` keeps the best.
         factory: ``"file.py:build"``, ``"package.module:build"`` or a callable; None = registry.
+        streams: continuous streams of the training subjects (:class:`TrainStream`): the
+            background class then learns what a stream holds between micro-expressions
+            (:mod:`edge_mer.convert.train_streams`), and the spotter's settings are chosen
+            on them (``result.spotter``). Needs a background label.
 
     Raises:
         InputError: bad options, labels or frame shapes (one line).
@@ -153,69 +165,42 @@ def fit(
     started = time.perf_counter()
     with reproducible(opts.seed, opts.threads):
         model = build_model(config, factory)
-        result = _fit(model, list(train), list(validation or []), opts, say)
+        result = _fit(model, list(train), list(validation or []), opts, say, list(streams or []))
+    spotter = result.pop("spotter_choice", None)
     cfg = dict(getattr(model, "config", None) or config)
     result["seconds"] = round(time.perf_counter() - started, 2)
-    return TrainResult(model.eval(), cfg, result)
-
-
-@dataclass
-class _Data:
-    """One run's clips, padded to the window, with their events and training windows."""
-
-    frames: list[np.ndarray]
-    events: list[Any]
-    rows: np.ndarray  # [M, 2]: (clip, last frame) of each training window (after stage 1)
-    labels: np.ndarray  # [M]
-    val_windows: np.ndarray  # uint8 [V, T, H, W, C]: one evaluation window per clip
-    val_truth: torch.Tensor  # [V]
-
-    def frame_windows(self, idx: torch.Tensor, t: int) -> np.ndarray:
-        return np.stack([self.frames[c][e - t + 1 : e + 1] for c, e in self.rows[idx.numpy()]])
-
-
-def _data(
-    train: list[TrainClip], val: list[TrainClip], labels: list[str], t: int, bg: str | None
-) -> _Data:
-    events = [resolve_events(c, labels, bg) for c in train]
-    frames = [padded(c.frames, t) for c in train]
-    windows, truth = [], []
-    for c in val:
-        e = resolve_events(c, labels, bg)
-        f = padded(c.frames, t)
-        end = eval_window_end(len(f), e, t)
-        windows.append(f[end - t + 1 : end + 1])
-        truth.append(e.label)
-    shape = (0, t, *train[0].frames.shape[1:])
-    return _Data(
-        frames,
-        events,
-        np.zeros((0, 2), np.int64),
-        np.zeros(0, np.int64),
-        np.stack(windows) if windows else np.zeros(shape, np.uint8),
-        torch.tensor(truth, dtype=torch.long),
-    )
+    return TrainResult(model.eval(), cfg, result, spotter)
 
 
 def _stage1(
     model: nn.Module,
     cnn_params: list,
-    data: _Data,
+    data: SequenceData,
     bg: int | None,
     spec: dict,
     opts: TrainOptions,
     rng: np.random.Generator,
     common: dict[str, Any],
+    streams: list[TrainStream],
+    labels: list[str],
 ) -> tuple[Any, int]:
     """The CNN (and a temporary linear probe on its features) on frame pairs or frames."""
     dim = int(model.encode(torch.from_numpy(data.frames[0][:1])).shape[1])
     probe = nn.Linear(dim, common["n_classes"])
     gen = torch.Generator().manual_seed(opts.seed)
     if opts.stage1 == "pairs":
-        px, py = pair_set(data.frames, data.events, bg, rng)
+        n_clips = len(data.events)
+        parts = []
+        if n_clips:
+            parts.append(pair_set(data.frames[:n_clips], data.events, bg, rng))
+        if streams:
+            parts.append(stream_pairs(streams, labels, spec["window"], bg, rng))
+        px = np.concatenate([p[0] for p in parts])
+        py = np.concatenate([p[1] for p in parts])
         x = torch.from_numpy(px)
         shift = max(1, round(spec["width"] / 32))
-        common["say"](f"stage 1: CNN on {len(px)} frame pairs (neutral -> apex)")
+        where = " and ".join(w for w, n in (("clips", n_clips), ("streams", len(streams))) if n)
+        common["say"](f"stage 1: CNN on {len(px)} frame pairs of the {where} (neutral -> apex)")
 
         def forward(idx: torch.Tensor) -> torch.Tensor:
             pairs = x[idx]
@@ -226,6 +211,8 @@ def _stage1(
 
         n_frames = 2 * len(px)
     else:
+        if streams:
+            raise InputError("training on streams needs stage1 'pairs' (the default)")
         fx, py = frame_set(data.frames, data.events, bg)
         x = torch.from_numpy(fx)
         common["say"](f"stage 1: CNN on {len(fx)} frames")
@@ -248,7 +235,12 @@ def _stage1(
 
 
 def _fit(
-    model: nn.Module, train: list[TrainClip], val: list[TrainClip], opts: TrainOptions, say: Say
+    model: nn.Module,
+    train: list[TrainClip],
+    val: list[TrainClip],
+    opts: TrainOptions,
+    say: Say,
+    streams: list[TrainStream],
 ) -> dict[str, Any]:
     from edge_mer.convert.protocol import model_spec
 
@@ -256,10 +248,18 @@ def _fit(
     k, t = len(labels), spec["window"]
     check_clips(train, labels, spec, "training")
     check_clips(val, labels, spec, "validation")
+    check_streams(streams, labels, spec)
     bg_name = resolve_background(opts.background, labels)
     bg = None if bg_name is None else labels.index(bg_name)
+    if streams and bg is None:
+        raise InputError(
+            f"training on streams needs a background label (labels {labels}): add 'none', "
+            "the class of everything that is not a micro-expression"
+        )
+    if not train and not streams:
+        raise DataError("nothing to train on: no clips and no streams")
     rng = np.random.default_rng(opts.seed)
-    data = _data(train, val, labels, t, bg_name)
+    data = sequence_data(train, val, labels, t, bg_name, streams)
     cnn_params, head_params = split_parameters(model, spec)
     common: dict[str, Any] = {
         "n_classes": k,
@@ -268,9 +268,17 @@ def _fit(
         "snapshot_of": model,
         "train_mode": model.train,
     }
-    s1, n_frames = _stage1(model, cnn_params, data, bg, spec, opts, rng, common)
+    s1, n_frames = _stage1(model, cnn_params, data, bg, spec, opts, rng, common, streams, labels)
     # Cut after stage 1, which draws its pairs from the same generator first.
-    data.rows, data.labels = window_index([len(f) for f in data.frames], data.events, t, bg, rng)
+    n_clips = len(train)
+    parts = []
+    if n_clips:
+        parts.append(window_index([len(f) for f in data.frames[:n_clips]], data.events, t, bg, rng))
+    if streams:
+        assert bg is not None
+        parts.append(stream_windows(streams, labels, t, bg, rng, first_index=n_clips))
+    data.rows = np.concatenate([p[0] for p in parts])
+    data.labels = np.concatenate([p[1] for p in parts])
 
     # Stage 2: the head on frozen features, every frame through the CNN once (the cache).
     for p in cnn_params:
@@ -321,6 +329,10 @@ def _fit(
     )
     for p in cnn_params:
         p.requires_grad_(True)
+    choice = None
+    if streams and cached:  # before any fine-tune: the frozen CNN's cached features
+        say(f"choosing the spotter's settings on the {len(streams)} training streams")
+        choice = tune_spotter(model, feats[n_clips:], streams, labels, spec)
 
     s3 = None
     if opts.finetune_epochs:  # end to end, on frame windows
@@ -342,11 +354,18 @@ def _fit(
             **stage,
         )
     model.eval()
+    if streams and (choice is None or s3 is not None):  # features changed (or never cached)
+        say(f"choosing the spotter's settings on the {len(streams)} training streams")
+        feats_now = [encode_all(model, st.frames) for st in streams]
+        choice = tune_spotter(model, feats_now, streams, labels, spec)
     return {
         "arch": getattr(model, "arch", type(model).__name__),
         "labels": labels,
         "background": bg_name,
         "clips": len(train),
+        "streams": len(streams),
+        "stream_frames": sum(len(st.frames) for st in streams),
+        "spotter_choice": choice,
         "validation_clips": len(val),
         "frames": n_frames,
         "windows": len(data.rows),
@@ -370,42 +389,18 @@ def train(
     *,
     val_subjects: Sequence[str] = (),
     factory: str | None = None,
+    streams: bool = True,
 ) -> dict[str, Any]:
-    """Train on a CASME II-layout folder and write ``out`` (safetensors); return the summary.
+    """Train on a CASME II-layout folder (and the streams in its ``streams/``) and write
+    ``out`` (safetensors); return the summary. See :func:`~.train_folder.train_folder`."""
+    from edge_mer.convert.train_folder import train_folder
 
-    ``val_subjects``: subjects held out of training and used as the validation set
-    (``opts.selection = "inner-val"`` then picks the epoch on them).
-    """
-    opts = opts or TrainOptions()
-    say = say or (lambda _m: None)
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"--out {str(out)!r} must end in .safetensors")
-    if not out.parent.is_dir():
-        raise InputError(f"the folder of --out {str(out)!r} does not exist")
-    opts.check()
-    probe = build_model(opts.config, factory)
-    from edge_mer.convert.protocol import model_spec
-
-    spec, labels, _ = model_spec(probe, "the model to train")
-    background = resolve_background(opts.background, labels)
-    clips = load_clip_folder(Path(clips_root), spec, labels, opts.label_map, background, say)
-    held = {str(s) for s in val_subjects}
-    missing = held - {c.subject for c in clips}
-    if missing:
-        raise InputError(
-            f"--val-subjects {sorted(missing)} are not subjects of {str(clips_root)!r} "
-            f"(it has {sorted({c.subject for c in clips})})"
-        )
-    val = [c for c in clips if c.subject in held]
-    result = fit(
-        [c for c in clips if c.subject not in held],
-        opts.config,
-        options=opts,
-        validation=val or None,
+    return train_folder(
+        clips_root,
+        out,
+        opts,
+        say,
+        val_subjects=val_subjects,
         factory=factory,
-        say=say,
+        streams=streams,
     )
-    result.save(out)
-    say(f"checkpoint written to {out}")
-    return {**result.summary, "checkpoint": str(out)}

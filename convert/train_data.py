@@ -28,12 +28,14 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Events",
+    "SequenceData",
     "TrainClip",
     "eval_window_end",
     "frame_set",
     "jitter",
     "load_clip_folder",
     "pair_set",
+    "sequence_data",
     "window_index",
 ]
 
@@ -114,6 +116,51 @@ def eval_window_end(n: int, events: Events, window: int) -> int:
     if events.apex is None:
         return n - 1
     return min(n - 1, max(window - 1, events.apex + window // 4))
+
+
+@dataclass
+class SequenceData:
+    """One run's sequences (clips padded to the window, then streams), the clips' events,
+    the training windows as indices into them, and one validation window per clip."""
+
+    frames: list[np.ndarray]
+    events: list[Any]
+    rows: np.ndarray  # [M, 2]: (clip, last frame) of each training window (after stage 1)
+    labels: np.ndarray  # [M]
+    val_windows: np.ndarray  # uint8 [V, T, H, W, C]: one evaluation window per clip
+    val_truth: torch.Tensor  # [V]
+
+    def frame_windows(self, idx: torch.Tensor, t: int) -> np.ndarray:
+        return np.stack([self.frames[c][e - t + 1 : e + 1] for c, e in self.rows[idx.numpy()]])
+
+
+def sequence_data(
+    train: list[TrainClip],
+    val: list[TrainClip],
+    labels: list[str],
+    t: int,
+    bg: str | None,
+    streams: list[Any],
+) -> SequenceData:
+    """Clip frames (padded to the window) then stream frames, one sequence each."""
+    events = [resolve_events(c, labels, bg) for c in train]
+    frames = [padded(c.frames, t) for c in train] + [s.frames for s in streams]
+    windows, truth = [], []
+    for c in val:
+        e = resolve_events(c, labels, bg)
+        f = padded(c.frames, t)
+        end = eval_window_end(len(f), e, t)
+        windows.append(f[end - t + 1 : end + 1])
+        truth.append(e.label)
+    shape = (0, t, *frames[0].shape[1:])
+    return SequenceData(
+        frames,
+        events,
+        np.zeros((0, 2), np.int64),
+        np.zeros(0, np.int64),
+        np.stack(windows) if windows else np.zeros(shape, np.uint8),
+        torch.tensor(truth, dtype=torch.long),
+    )
 
 
 def frame_set(

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_mer.calibration.labels import MEGC3_WITH_BACKGROUND
-from edge_mer.calibration.synth import _stream_timeline
+from edge_mer.calibration.synth_stream import _stream_timeline
 from edge_mer.pipeline.preprocess import FramePreprocessor
 from edge_mer.pipeline.resample import FrameResampler
 

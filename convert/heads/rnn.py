@@ -11,6 +11,15 @@ o_t``; each step rescales both by ``exp(m_old - m_new)``. After T steps from zer
 ``acc / z`` is exactly the clip's attention-pooled output, so a bank that has seen the last T
 frames gives the clip's logits. A zero ``z`` marks a fresh bank: its first score becomes the
 maximum, so no ``exp`` ever sees a positive argument (no overflow, no 0/0).
+
+``reference="window-start"`` (both heads): the recurrent layer reads ``f_t - f_ref``, each
+frame's features minus those of the first frame the state has seen, kept as two state
+tensors ``ref`` ``[N, D]`` and ``seen`` ``[N, 1]`` (0 in a fresh state, 1 after its first
+step). The state cache restarts every bank from zero state each T frames, so on the device
+"the first frame" is the first frame of the classified window, exactly as ``classify``
+takes ``feats[:, :1]``: a per-window neutral reference (apex minus onset, as the MER field
+does), whoever the subject is. The subtraction lives in the step graph, which stays float,
+so it widens no quantized layer's range.
 """
 
 from __future__ import annotations
@@ -20,7 +29,24 @@ from torch import nn
 
 from edge_mer.convert.heads import TemporalHead
 
-__all__ = ["AttnLstmHead", "RnnHead"]
+__all__ = ["REFERENCES", "AttnLstmHead", "RnnHead"]
+
+REFERENCES = ("none", "window-start")
+
+
+def _reference_step(
+    features: torch.Tensor, ref: torch.Tensor, seen: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(``features - ref``, the next ``ref``, the next ``seen``): a fresh state (seen 0)
+    takes this frame as its reference (``0 * 0 + 1 * f`` is exactly ``f``), then holds it."""
+    ref = seen * ref + (1.0 - seen) * features
+    return features - ref, ref, torch.ones_like(seen)
+
+
+def _check_reference(reference: str) -> bool:
+    if reference not in REFERENCES:
+        raise ValueError(f"reference={reference!r}: one of {REFERENCES}")
+    return reference == "window-start"
 
 
 def _batch_first(states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -37,7 +63,8 @@ class RnnHead(TemporalHead):
 
     ``baseline`` K >= 2: the RNN reads each frame's features minus a causal running mean
     (EMA with alpha 1/k after k frames, capped at K), carried as the states ``base`` and
-    ``count``. 0 = off.
+    ``count``. 0 = off. ``reference="window-start"``: it reads ``f_t - f_first`` instead
+    (states ``ref``, ``seen``; see the module docstring). The two are exclusive.
     """
 
     state_kind = "recurrent"
@@ -51,8 +78,12 @@ class RnnHead(TemporalHead):
         n_labels: int,
         dropout: float = 0.0,
         baseline: int = 0,
+        reference: str = "none",
     ) -> None:
         super().__init__()
+        self.reference = _check_reference(reference)
+        if self.reference and baseline:
+            raise ValueError("reference and baseline are exclusive")
         rnn_cls = nn.LSTM if kind == "lstm" else nn.GRU
         self.rnn = rnn_cls(
             features, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
@@ -61,13 +92,16 @@ class RnnHead(TemporalHead):
         self._rnn_states = ["h", "c"] if kind == "lstm" else ["h"]
         self.baseline = int(baseline)
         self.state_names = self._rnn_states + (["base", "count"] if self.baseline else [])
+        if self.reference:
+            self.state_names += ["ref", "seen"]
 
     def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
         """RNN tensors ``[batch, layers, hidden]``; with a baseline also ``base`` ``[batch, D]``
-        and ``count`` ``[batch, 1]``."""
+        and ``count`` ``[batch, 1]``; with the reference ``ref`` ``[batch, D]`` and ``seen``
+        ``[batch, 1]``."""
         shape = (batch, self.rnn.num_layers, self.rnn.hidden_size)
         state = [torch.zeros(shape) for _ in self._rnn_states]
-        if self.baseline:
+        if self.baseline or self.reference:
             state += [torch.zeros(batch, self.rnn.input_size), torch.zeros(batch, 1)]
         return tuple(state)
 
@@ -86,6 +120,9 @@ class RnnHead(TemporalHead):
         if self.baseline:
             features, base, count = self._deviation(features, *state[n_rnn:])
             extra = (base, count)
+        elif self.reference:
+            features, ref, seen = _reference_step(features, *state[n_rnn:])
+            extra = (ref, seen)
         rnn_state = _layers_first(tuple(state[:n_rnn]))
         out, nxt = self.rnn(
             features.unsqueeze(1), rnn_state if len(rnn_state) > 1 else rnn_state[0]
@@ -102,6 +139,8 @@ class RnnHead(TemporalHead):
                 dev, base, count = self._deviation(feats[:, i], base, count)
                 devs.append(dev)
             feats = torch.stack(devs, dim=1)
+        elif self.reference:
+            feats = feats - feats[:, :1]
         out, _ = self.rnn(feats)
         return self.head(out[:, -1])
 
@@ -111,7 +150,8 @@ class AttnLstmHead(TemporalHead):
 
     Scores ``e_t = v . tanh(W o_t + b)``; pooled ``sum_t softmax(e)_t o_t``; logits
     ``fc(pooled)``. State: ``h``, ``c`` ``[N, layers, hidden]``, ``att_max`` and ``att_sum``
-    ``[N, 1]``, ``att_acc`` ``[N, hidden]`` (see the module docstring).
+    ``[N, 1]``, ``att_acc`` ``[N, hidden]`` (see the module docstring); with
+    ``reference="window-start"`` also ``ref`` ``[N, D]`` and ``seen`` ``[N, 1]``.
     """
 
     state_kind = "recurrent"
@@ -124,29 +164,40 @@ class AttnLstmHead(TemporalHead):
         n_labels: int,
         attention: int = 32,
         dropout: float = 0.0,
+        reference: str = "none",
     ) -> None:
         super().__init__()
+        self.reference = _check_reference(reference)
         self.rnn = nn.LSTM(
             features, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
         )
         self.score = nn.Sequential(nn.Linear(hidden, attention), nn.Tanh(), nn.Linear(attention, 1))
         self.head = nn.Linear(hidden, n_labels)
         self.state_names = ["h", "c", "att_max", "att_sum", "att_acc"]
+        if self.reference:
+            self.state_names += ["ref", "seen"]
 
     def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
         layers, hidden = self.rnn.num_layers, self.rnn.hidden_size
-        return (
+        state = (
             torch.zeros(batch, layers, hidden),
             torch.zeros(batch, layers, hidden),
             torch.zeros(batch, 1),
             torch.zeros(batch, 1),
             torch.zeros(batch, hidden),
         )
+        if self.reference:
+            state += (torch.zeros(batch, self.rnn.input_size), torch.zeros(batch, 1))
+        return state
 
     def step(
         self, features: torch.Tensor, state: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        h, c, m, z, acc = state
+        h, c, m, z, acc = state[:5]
+        extra: tuple[torch.Tensor, ...] = ()
+        if self.reference:
+            features, ref, seen = _reference_step(features, *state[5:])
+            extra = (ref, seen)
         out, (h2, c2) = self.rnn(features.unsqueeze(1), _layers_first((h, c)))
         o = out[:, 0]
         e = self.score(o)  # [N, 1]
@@ -157,9 +208,11 @@ class AttnLstmHead(TemporalHead):
         w = torch.exp(e - m2)
         z2 = z * scale + w
         acc2 = acc * scale + w * o
-        return self.head(acc2 / z2), (*_batch_first((h2, c2)), m2, z2, acc2)
+        return self.head(acc2 / z2), (*_batch_first((h2, c2)), m2, z2, acc2, *extra)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.reference:
+            feats = feats - feats[:, :1]
         out, _ = self.rnn(feats)  # [N, T, hidden]
         weights = torch.softmax(self.score(out), dim=1)  # [N, T, 1]
         return self.head((weights * out).sum(dim=1))

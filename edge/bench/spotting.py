@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from edge_mer.config import Config, config_from_args
+from edge_mer.config.bundle_spotter import manifest_spotter, spotter_origins
 from edge_mer.config.models import SpotterConfig
 from edge_mer.errors import InputError
-from edge_mer.pipeline.spotter import MICRO, Event, Spotter
+from edge_mer.pipeline.spotter import MICRO, Event, Spotter, spotter_from_config
 from edge_mer.pipeline.spotting_eval import SpottingScore, match_events, score_events
 
 __all__ = [
@@ -147,22 +148,6 @@ class ProbabilityTrace:
     @property
     def tracks(self) -> list[Hashable]:
         return self._tracks
-
-
-def spotter_from_config(labels: Sequence[str], fps: float, sp: SpotterConfig) -> Spotter:
-    """The :class:`Spotter` that :class:`LivePipeline` builds from a ``[spotter]`` table."""
-    return Spotter(
-        labels,
-        background="none" if "none" in labels else None,
-        fps=fps,
-        smoothing_frames=sp.smoothing_frames,
-        on_threshold=sp.threshold_on,
-        off_threshold=sp.threshold_off,
-        min_ms=sp.min_duration_ms,
-        max_micro_ms=sp.max_duration_ms,
-        refractory_ms=sp.refractory_ms,
-        macro=sp.macro,
-    )
 
 
 def lag_seconds(sp: SpotterConfig, window: int, fps: float) -> float:
@@ -406,6 +391,9 @@ def evaluate_spotting(
         "encoder_graph": encoder_graph,
         "precision": results[0].extra.get("precision"),
         "spotter": cfg.spotter.model_dump(mode="json"),
+        "spotter_origin": spotter_origins(
+            set(spotter or {}), manifest_spotter(b.manifest, str(Path(bundle) / "manifest.json"))
+        ),
         "lag_s": results[0].trace.lag_s if results[0].trace is not None else None,
         "iou": iou,
         "streams": per_stream,

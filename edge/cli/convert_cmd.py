@@ -151,6 +151,25 @@ def print_summary(manifest: dict, path: Path) -> None:
         if lat:
             parts = [f"{k} {lat[k]:.3f} ms" for k in lat]
             console.print(f"  encoder    {', '.join(parts)} (ONNX Runtime CPU, batch 1, median)")
+    spotter = manifest.get("spotter") or {}
+    if spotter.get("settings"):
+        st, on = spotter["settings"], spotter.get("chosen_on") or {}
+        subjects = on.get("subjects") or []
+        span = f"subjects {subjects[0]}-{subjects[-1]}" if subjects else "its training subjects"
+        console.print(
+            f"  spotter    on {st.get('threshold_on')} / off {st.get('threshold_off')}, "
+            f"smoothing {st.get('smoothing_frames')}, lag {st.get('lag_frames')} frames, "
+            f"min {st.get('min_duration_ms')} ms"
+            + (
+                f", macro veto {st['macro_veto']} held {st.get('hold_ms', 0)} ms"
+                if st.get("macro_veto", 1.0) < 1.0
+                else ""
+            )
+            + f": chosen on {on.get('streams', '?')} training "
+            f"streams ({span}; micro F1 {on.get('f1', 0):.2f} there); `edge-mer run` uses "
+            "them unless the config sets [spotter]",
+            markup=False,
+        )
     targets = manifest.get("targets") or {}
     if targets:
         console.print(f"  targets    {', '.join(f'{k}: {g}' for k, g in targets.items())}")
@@ -200,10 +219,10 @@ def train(
         str | None,
         typer.Option(help="Your own architecture: FILE.py:function or package.module:function."),
     ] = None,
-    cnn_epochs: Annotated[int, typer.Option(help="Stage 1 (CNN on frames) epochs.")] = 6,
+    cnn_epochs: Annotated[int, typer.Option(help="Stage 1 (CNN on frames) epochs.")] = 8,
     head_epochs: Annotated[
         int, typer.Option("--head-epochs", "--rnn-epochs", help="Stage 2 (temporal head) epochs.")
-    ] = 30,
+    ] = 20,
     finetune_epochs: Annotated[
         int, typer.Option(help="End-to-end fine-tune epochs after stage 2 (0 = off).")
     ] = 0,
@@ -221,9 +240,20 @@ def train(
     threads: Annotated[
         int | None, typer.Option(help="Torch threads (fixed for reproducible runs).", min=1)
     ] = None,
+    no_streams: Annotated[
+        bool,
+        typer.Option(
+            "--no-streams",
+            help="Ignore CLIPS/streams/ (the continuous streams `edge-mer synth` writes): "
+            "train on the clips alone.",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
 ) -> None:
-    """Two-stage training (CNN on frames, then the temporal head on cached features)."""
+    """Two-stage training (CNN on frames, then the temporal head on cached features), on the
+    clips and on the streams in CLIPS/streams/ when there are some: they teach the model
+    what a stream holds between micro-expressions, and the spotter's settings are chosen
+    on them (saved with the checkpoint; `edge-mer convert` puts them in the bundle)."""
     from edge_mer.errors import InputError, require
 
     require("torch", "safetensors", "cv2", purpose="edge-mer train", host=True)
@@ -254,11 +284,21 @@ def train(
         seed=seed,
         threads=threads,
     )
-    summary = run_train(clips, out, opts, StageLog(), val_subjects=held, factory=model_factory)
+    summary = run_train(
+        clips,
+        out,
+        opts,
+        StageLog(),
+        val_subjects=held,
+        factory=model_factory,
+        streams=not no_streams,
+    )
     best = summary["stage2"]["best_epoch"]
+    streams = summary.get("streams") or 0
+    on = f" and {streams} streams" if streams else ""
     console.print(
-        f"trained {summary['arch']} on {summary['clips']} clips ({summary['frames']} frames, "
-        f"{summary['windows']} windows) in {summary['seconds']} s: train accuracy "
+        f"trained {summary['arch']} on {summary['clips']} clips{on} ({summary['frames']} "
+        f"frames, {summary['windows']} windows) in {summary['seconds']} s: train accuracy "
         f"stage 1 {summary['stage1_train_accuracy']:.3f}, stage 2 "
         f"{summary['stage2_train_accuracy']:.3f} (epoch {best} kept) -> {out}"
     )

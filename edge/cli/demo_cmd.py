@@ -18,7 +18,8 @@ def demo(
     ] = Path("edge-mer-demo"),
     seed: Annotated[int, typer.Option(help="Seed for clips and training.")] = 0,
 ) -> None:
-    """Synthetic clips -> tiny CNN-LSTM -> convert --int8 -> report. No camera, no dataset."""
+    """Synthetic clips and streams -> tiny CNN-LSTM -> convert --int8 -> live events against
+    ground truth on unseen subjects. No camera, no dataset."""
     from edge_mer.errors import require
 
     needs = ("torch", "onnx", "onnxruntime", "safetensors", "cv2")
@@ -29,10 +30,20 @@ def demo(
     result = run_demo(out, seed=seed, say=StageLog())
     t = result["train"]
     console.print()
+    streams = t.get("streams") or 0
     console.print(
-        f"[bold]edge-mer demo[/bold]: trained on {t['clips']} synthetic clips in "
-        f"{t['seconds']} s (train accuracy {t['stage2_train_accuracy']:.3f})"
+        f"[bold]edge-mer demo[/bold]: trained on {t['clips']} synthetic clips and {streams} "
+        f"streams of the training subjects in {t['seconds']} s (train accuracy "
+        f"{t['stage2_train_accuracy']:.3f})"
     )
+    sp = t.get("spotter")
+    if sp:
+        st, on = sp["settings"], sp["chosen_on"]
+        console.print(
+            "  spotter    chosen on the training streams (micro F1 "
+            f"{on['f1']:.2f} there): " + ", ".join(f"{k} {v}" for k, v in st.items()),
+            markup=False,
+        )
     print_summary(result["manifest"], result["bundle"])
     acc = result["accuracy"]
     for graph, title in (("encoder", "FP32"), ("encoder_int8", "INT8")):

@@ -79,10 +79,12 @@ def spot_eval(
     if json_out is not None and json_out.is_dir():
         raise InputError(f"--json {str(json_out)!r} is a folder; give a file name")
     settings = parse_settings(spotter)
+    eval_seed = EVAL_SEED if seed is None else seed
+    _refuse_training_subjects(bundle, eval_seed, subjects)
     streams = synthetic_streams(
         subjects=subjects,
         seconds=seconds,
-        seed=EVAL_SEED if seed is None else seed,
+        seed=eval_seed,
         fps=fps,
         distractor_seconds=distractor_seconds,
     )
@@ -91,6 +93,22 @@ def spot_eval(
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=1) + "\n")
         err_console.print(f"report written to {json_out}")
+
+
+def _refuse_training_subjects(bundle: Path, seed: int, subjects: int) -> None:
+    """Scoring a bundle on the people its spotter was chosen on (its training subjects)
+    would measure nothing: refuse, naming them."""
+    from edge_mer.bench.spot_tune import tuned_on_subjects
+    from edge_mer.bundle import Bundle
+
+    seen = tuned_on_subjects(Bundle.open(bundle, verify_hashes=False).manifest)
+    both = sorted(seen & {(seed, i) for i in range(subjects)})
+    if both:
+        raise InputError(
+            f"--seed {seed}: subjects {', '.join(f'({s}, {i})' for s, i in both[:4])} are "
+            f"training subjects of {str(bundle)!r} (its spotter was chosen on their streams); "
+            "score it on people it never saw: another --seed (default 50000)"
+        )
 
 
 def _evaluate(bundle, streams, settings, runner, encoder, iou, events_dir) -> dict[str, Any]:
@@ -131,11 +149,26 @@ def _print(report: dict[str, Any]) -> None:
 
     b = report["bundle"]
     sp = report["spotter"]
+    origin = report.get("spotter_origin") or {}
+    from_bundle = [k for k, v in origin.items() if v == "bundle"]
+    from_flags = [k for k, v in origin.items() if v == "config"]
+    where = []
+    if from_bundle:
+        where.append(f"bundle manifest: {', '.join(from_bundle)}")
+    if from_flags:
+        where.append(f"--spotter: {', '.join(from_flags)}")
     console.print(
         f"[bold]spot-eval[/bold] {b['name']} ({report['runner']} "
         f"{report['encoder_graph'] or report['precision']}); spotter on "
         f"{sp['threshold_on']:g} / off {sp['threshold_off']:g}, smoothing "
-        f"{sp['smoothing_frames']}, lag {report['lag_s'] * 1000:.0f} ms"
+        f"{sp['smoothing_frames']}, lag {report['lag_s'] * 1000:.0f} ms, min "
+        f"{sp['min_duration_ms']} ms"
+        + (
+            f", macro veto {sp['macro_veto']:g} held {sp['hold_ms']} ms"
+            if sp.get("macro_veto", 1.0) < 1.0
+            else ""
+        )
+        + f" ({'; '.join(where) or 'built-in defaults'})"
     )
     head, rows = stream_rows(report)
     table = Table(box=None, pad_edge=False)

@@ -25,7 +25,7 @@ def synth(
             "smic-nir (each with its own subjects, look and fps). Default: casme2.",
         ),
     ] = None,
-    subjects: Annotated[int, typer.Option(help="Synthetic subjects (1-99).")] = 4,
+    subjects: Annotated[int, typer.Option(help="Synthetic subjects (1-99).")] = 16,
     clips_per_emotion: Annotated[
         int, typer.Option(help="Clips per subject for each emotion (1-99).")
     ] = 3,
@@ -48,6 +48,18 @@ def synth(
             "ground truth stream.events.csv (0: none)."
         ),
     ] = 0.0,
+    subject_streams: Annotated[
+        float,
+        typer.Option(
+            help="Also write one continuous stream of this many seconds per casme2 subject "
+            "(neutral face, blinks, head drift, micro- and macro-expressions) with its ground "
+            "truth into casme2/streams/: `edge-mer train` learns from them what a stream holds "
+            "between micro-expressions (0: none)."
+        ),
+    ] = 60.0,
+    subject_stream_fps: Annotated[
+        float, typer.Option(help="Frame rate of those streams (the models' 50 fps by default).")
+    ] = 50.0,
     force: Annotated[
         bool, typer.Option("--force", help="Write into a non-empty --out, replacing our files.")
     ] = False,
@@ -55,6 +67,12 @@ def synth(
     """Write synthetic micro-expression datasets: demos, INT8 calibration, protocols, tests."""
     layouts = list(dict.fromkeys(layout or ["casme2"]))
     _validate(out, layouts, subjects, clips_per_emotion, fps, size, seed, stream_seconds, force)
+    if not (math.isfinite(subject_streams) and subject_streams >= 0):
+        raise InputError(f"--subject-streams {subject_streams:g}: must be >= 0 seconds")
+    if subject_streams > 0 and not (math.isfinite(subject_stream_fps) and subject_stream_fps >= 10):
+        raise InputError(f"--subject-stream-fps {subject_stream_fps:g}: use at least 10 fps")
+    if subject_streams > 0 and "casme2" not in layouts:
+        subject_streams = 0.0  # they go beside the casme2 clips, which train reads
     from edge_mer.errors import require
 
     require("cv2", purpose="edge-mer synth", host=True)  # it writes the videos and images
@@ -85,6 +103,8 @@ def synth(
             seed=seed,
             videos=videos,
             stream_seconds=stream_seconds,
+            subject_streams=subject_streams,
+            subject_stream_fps=subject_stream_fps,
             progress=progress,
         )
     lines = []
@@ -101,6 +121,13 @@ def synth(
         lines.append(
             f"wrote {summary['stream']} ({stream_seconds:g} s, {n['micro']} micro, "
             f"{n['macro']} macro) and {summary['stream_events']}"
+        )
+    sub = summary.get("subject_streams")
+    if sub:
+        lines.append(
+            f"wrote {sub['streams']} subject streams ({sub['seconds']:g} s each at "
+            f"{sub['fps']:g} fps; {sub['micro']} micro, {sub['macro']} macro, {sub['blink']} "
+            f"blinks) to {sub['root']}"
         )
     lines.append(f"done in {summary['elapsed_s']:.1f} s")
     for line in lines:

@@ -14,6 +14,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from edge_mer.config.bundle_spotter import apply_bundle_spotter
 from edge_mer.config.loader import ConfigError, load_toml_model, read_toml, validate_data
 from edge_mer.config.models import SOURCE_SCHEMES, Config, SpotterConfig
 from edge_mer.config.toml_model import TomlModel
@@ -47,13 +48,16 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
 
     Args:
         check_files: also open the bundle (``Bundle.open``, hashes per ``model.verify_hashes``)
-            and check other referenced files exist. Off only for rendering/inspection.
+            and check other referenced files exist, and take the bundle's spotter settings
+            (manifest ``spotter``) for the ``[spotter]`` keys the file does not set
+            (:mod:`.bundle_spotter`). Off only for rendering/inspection.
 
     Raises:
         ConfigError: unreadable file, TOML syntax (with line), unknown key, wrong type,
             value out of range, missing or broken bundle.
     """
-    return load_toml_model(path, Config, context={"check_files": check_files}, example=EXAMPLE)
+    cfg = load_toml_model(path, Config, context={"check_files": check_files}, example=EXAMPLE)
+    return apply_bundle_spotter(cfg) if check_files else cfg
 
 
 def config_from_dict(
@@ -65,7 +69,7 @@ def config_from_dict(
     check_files: bool = True,
 ) -> Config:
     """Validate a parsed TOML document (see :func:`load_config`)."""
-    return validate_data(
+    cfg = validate_data(
         data,
         Config,
         origin=origin,
@@ -73,6 +77,7 @@ def config_from_dict(
         base_dir=base_dir,
         context={"check_files": check_files},
     )
+    return apply_bundle_spotter(cfg) if check_files else cfg
 
 
 def config_from_args(

@@ -187,6 +187,20 @@ class SpotterConfig(TomlModel):
         "on the window ending at t (default: a quarter window, how the reference trainer "
         "labels).",
     )
+    macro_veto: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Models with a 'macro' class: drop a micro event when the smoothed "
+        "p(macro) exceeds this from its onset to hold_ms after it closed (1 = never).",
+    )
+    hold_ms: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Models with a 'macro' class: emit a micro event this long after it "
+        "closed, so that macro_veto can still see the face go on into a macro-expression.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> SpotterConfig:

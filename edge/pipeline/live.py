@@ -33,7 +33,7 @@ from edge_mer.pipeline.resample import FrameResampler
 from edge_mer.pipeline.ring import CaptureThread, exponential_backoff
 from edge_mer.pipeline.sinks import JsonlSink, MultiSink, Sink, StdoutSink
 from edge_mer.pipeline.sources import SourceEnded, make_source
-from edge_mer.pipeline.spotter import Spotter
+from edge_mer.pipeline.spotter import spotter_from_config
 from edge_mer.pipeline.state_cache import StateCache, rows_per_track
 from edge_mer.pipeline.telemetry import RuntimeMetrics
 from edge_mer.runners import select_runner
@@ -195,18 +195,7 @@ class LivePipeline:
             state_kind=self.bundle.state_kind,
         )
         sp = config.spotter
-        self.spotter = Spotter(
-            labels,
-            background="none" if "none" in labels else None,
-            fps=self.model_fps,
-            smoothing_frames=sp.smoothing_frames,
-            on_threshold=sp.threshold_on,
-            off_threshold=sp.threshold_off,
-            min_ms=sp.min_duration_ms,
-            max_micro_ms=sp.max_duration_ms,
-            refractory_ms=sp.refractory_ms,
-            macro=sp.macro,
-        )
+        self.spotter = spotter_from_config(labels, self.model_fps, sp)
         lag = sp.lag_frames if sp.lag_frames is not None else self.window // 4
         self.lag_s = lag / self.model_fps  # events are dated back by this much
         self.resampler = FrameResampler(self.model_fps)

@@ -20,13 +20,21 @@ numpy buffers, created on the track's first frame. Per frame and track:
 
 The label is the argmax of the mean non-background probabilities over the event. An event
 is known only when it closes, so latency >= (smoothing_frames / 2 + 1) frames.
+
+A model with a ``macro`` class (:data:`MACRO_LABEL`: the face is in a macro-expression)
+gets it counted as background in the score (``1 - p(background) - p(macro)``), never as an
+event's label, and, with ``macro_veto`` < 1, it vetoes micro events: a micro-expression
+event is dropped when the smoothed ``p(macro)`` exceeds ``macro_veto`` at any frame from its
+onset until ``hold_ms`` after it closed (the first part of a macro-expression's rise looks
+like a micro-expression; the rest of it does not). A held event is emitted ``hold_ms``
+later; its ``closing_ts`` is then the frame that released it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +43,9 @@ from edge_mer.errors import InputError
 
 MICRO = "micro_expression"
 MACRO = "macro_expression"
+MACRO_LABEL = "macro"  # a model class: the face is in a macro-expression (background)
+
+__all__ = ["MACRO", "MACRO_LABEL", "MICRO", "Event", "Spotter", "spotter_from_config"]
 
 
 @dataclass
@@ -101,9 +112,14 @@ class _Track:
         "ev_sum",
         "in_event",
         "last_ts",
+        "macro_max",
+        "macro_sum",
         "n",
         "onset_ts",
         "peak",
+        "pending",
+        "pending_max",
+        "pending_until",
         "pos",
         "prev_center_ts",
         "probs_ring",
@@ -134,6 +150,11 @@ class _Track:
         self.peak = 0.0
         self.prev_center_ts = 0.0
         self.refractory_until = -math.inf
+        self.macro_sum = 0.0  # running sum of p(macro) over the smoothing window
+        self.macro_max = 0.0  # the smoothed p(macro)'s maximum over the open event
+        self.pending: Event | None = None  # a closed micro event held for hold_s
+        self.pending_max = 0.0
+        self.pending_until = 0.0
 
 
 class Spotter:
@@ -158,6 +179,8 @@ class Spotter:
         refractory_ms: float = 200.0,
         macro: str = "report",
         max_event_ms: float = 4000.0,
+        macro_veto: float = 1.0,
+        hold_ms: float = 0.0,
     ) -> None:
         self.labels = [str(x) for x in labels]
         if len(self.labels) < 2:
@@ -185,6 +208,10 @@ class Spotter:
                 f"spotter: need 0 <= min_ms <= max_micro_ms <= max_event_ms, got "
                 f"{min_ms!r}, {max_micro_ms!r}, {max_event_ms!r}"
             )
+        if not 0.0 <= macro_veto <= 1.0:
+            raise InputError(f"spotter: macro_veto must be in [0, 1], got {macro_veto!r}")
+        if not hold_ms >= 0:
+            raise InputError(f"spotter: hold_ms must be >= 0, got {hold_ms!r}")
         self.background = background
         self.fps = float(fps)
         self.window = int(smoothing_frames)
@@ -197,11 +224,23 @@ class Spotter:
         self.refractory_s = refractory_ms / 1000.0
         self.macro = macro
         self._bg = self.labels.index(background) if background is not None else -1
-        self._fg = np.array([i for i in range(len(self.labels)) if i != self._bg], dtype=np.intp)
+        self._macro = self.labels.index(MACRO_LABEL) if MACRO_LABEL in self.labels else -1
+        self._fg = np.array(
+            [i for i in range(len(self.labels)) if i not in (self._bg, self._macro)],
+            dtype=np.intp,
+        )
+        # The veto and the hold only mean something with a macro class.
+        self.macro_veto = float(macro_veto) if self._macro >= 0 else 1.0
+        self.hold_s = hold_ms / 1000.0 if self._macro >= 0 else 0.0
         self._tracks: dict[Hashable, _Track] = {}
         self._center_lag = (self.window - 1) // 2
         self.skipped = 0  # frames ignored: non-finite probabilities or time going backwards
-        self.dropped: dict[str, int] = {"too_short": 0, "macro": 0, "too_long": 0}
+        self.dropped: dict[str, int] = {
+            "too_short": 0,
+            "macro": 0,
+            "too_long": 0,
+            "macro_veto": 0,
+        }
 
     @property
     def tracks(self) -> list[Hashable]:
@@ -222,7 +261,11 @@ class Spotter:
         if ts <= st.last_ts:
             self.skipped += 1
             return []
-        score = 1.0 - float(probs[self._bg]) if self._bg >= 0 else float(probs.max())
+        macro_p = float(probs[self._macro]) if self._macro >= 0 else 0.0
+        if self._bg >= 0:
+            score = 1.0 - float(probs[self._bg]) - macro_p
+        else:
+            score = float(probs[self._fg].max())
         if not math.isfinite(score) or not math.isfinite(float(probs.sum())):
             self.skipped += 1
             return []
@@ -233,17 +276,23 @@ class Spotter:
         pos = st.pos
         if st.n >= w:
             st.score_sum -= st.score_ring[pos]
+            if self._macro >= 0:
+                st.macro_sum -= st.probs_ring[pos, self._macro]
         st.score_ring[pos] = score
         st.ts_ring[pos] = ts
         st.probs_ring[pos] = probs
         st.score_sum += score
+        st.macro_sum += macro_p
         st.n += 1
         st.pos = pos + 1 if pos + 1 < w else 0
         if st.pos == 0:
             st.score_sum = float(st.score_ring.sum())  # no drift from +=/-= over hours
+            if self._macro >= 0:
+                st.macro_sum = float(st.probs_ring[:, self._macro].sum())
         if st.n < w:
             return []
         smooth = st.score_sum / w
+        macro_level = st.macro_sum / w
         center = pos - self._center_lag
         if center < 0:
             center += w
@@ -254,8 +303,13 @@ class Spotter:
             st.baseline = smooth
         level = smooth - st.baseline
         events: list[Event] = []
+        if st.pending is not None:
+            st.pending_max = max(st.pending_max, macro_level)
+            if cts >= st.pending_until:
+                self._release(st, ts, events)
 
         if st.in_event:
+            st.macro_max = max(st.macro_max, macro_level)
             if level >= self.off_threshold:
                 st.ev_sum += cprobs
                 st.ev_n += 1
@@ -269,9 +323,7 @@ class Spotter:
                     self.dropped["too_long"] += 1
             else:
                 st.in_event = False
-                ev = self._close(track, st, ts)
-                if ev is not None:
-                    events.append(ev)
+                self._hold_or_emit(self._close(track, st, ts), st, cts, events)
             return events
 
         # Outside events: the baseline follows the score (causal, time-based EMA).
@@ -292,20 +344,48 @@ class Spotter:
                 st.apex_score = smooth
                 st.apex_ts = cts
                 st.prev_center_ts = cts
+                st.macro_max = macro_level
                 st.cand_n = 0
         else:
             st.cand_n = 0
         return events
 
+    def _hold_or_emit(self, ev: Event | None, st: _Track, cts: float, out: list[Event]) -> None:
+        """A closed event: vetoed, held (a micro event while ``hold_s`` > 0) or emitted."""
+        if ev is None:
+            return
+        if ev.type == MICRO and st.macro_max > self.macro_veto:
+            self.dropped["macro_veto"] += 1
+            return
+        if ev.type == MICRO and self.hold_s > 0:
+            if st.pending is not None:  # a newer event: the held one goes out first
+                self._release(st, ev.closing_ts, out)
+            st.pending, st.pending_max, st.pending_until = ev, 0.0, cts + self.hold_s
+            return
+        out.append(ev)
+
+    def _release(self, st: _Track, ts: float, out: list[Event]) -> None:
+        ev, st.pending = st.pending, None
+        if ev is None:
+            return
+        if st.pending_max > self.macro_veto:
+            self.dropped["macro_veto"] += 1
+            return
+        out.append(replace(ev, closing_ts=ts))
+
     def flush(self) -> list[Event]:
-        """Close every open event (end of stream); the closing frame is each track's last."""
-        out = []
+        """Close every open event (end of stream); the closing frame is each track's last.
+        Held events go out as they are."""
+        out: list[Event] = []
         for track, st in self._tracks.items():
+            self._release(st, st.last_ts, out)
             if st.in_event:
                 st.in_event = False
                 ev = self._close(track, st, st.last_ts)
-                if ev is not None:
+                if ev is not None and not (ev.type == MICRO and st.macro_max > self.macro_veto):
                     out.append(ev)
+                elif ev is not None:
+                    self.dropped["macro_veto"] += 1
         return out
 
     def _close(self, track: Hashable, st: _Track, closing_ts: float) -> Event | None:
@@ -332,3 +412,23 @@ class Spotter:
             offset_ts=offset,
             closing_ts=closing_ts,
         )
+
+
+def spotter_from_config(labels: Sequence[str], fps: float, sp: Any) -> Spotter:
+    """The :class:`Spotter` of a ``[spotter]`` table (:class:`~edge_mer.config.models.
+    SpotterConfig`) for a model with ``labels`` running at ``fps``; background ``none``
+    when it is a label."""
+    return Spotter(
+        labels,
+        background="none" if "none" in labels else None,
+        fps=fps,
+        smoothing_frames=sp.smoothing_frames,
+        on_threshold=sp.threshold_on,
+        off_threshold=sp.threshold_off,
+        min_ms=sp.min_duration_ms,
+        max_micro_ms=sp.max_duration_ms,
+        refractory_ms=sp.refractory_ms,
+        macro=sp.macro,
+        macro_veto=sp.macro_veto,
+        hold_ms=sp.hold_ms,
+    )

@@ -24,6 +24,7 @@ def test_small_demo_end_to_end(tmp_path: Path) -> None:
         fps=100.0,
         cnn_epochs=1,
         rnn_epochs=2,
+        subject_streams=4.0,
         stream_seconds=3.0,
     )
     bundle = Bundle.open(result["bundle"])  # hashes check out
@@ -31,6 +32,11 @@ def test_small_demo_end_to_end(tmp_path: Path) -> None:
     assert v["fp32"]["max_abs_streaming_vs_clip"] < 1e-4
     assert v["int8"]["top1_agreement"] >= 0.98
     assert "encoder_int8" in bundle.manifest["graphs"]
+    assert result["train"]["streams"] == 4  # one per training subject
+    assert bundle.manifest["spotter"]["chosen_on"]["synthetic_subjects"] == [
+        [0, i] for i in range(4)
+    ]
+    assert bundle.manifest["model"]["config"]["reference"] == "window-start"
     assert {"encoder", "encoder_int8", "windows"} <= set(result["accuracy"])
     spot, results = result["spot"], result["spot_results"]
     # 2 unseen subjects x 3 s at 100 fps, and 1.5 s distractor-only each

@@ -159,3 +159,46 @@ def test_bad_arguments_name_the_value():
         Spotter(LABELS, macro="keep")
     with pytest.raises(InputError, match="off_threshold"):
         Spotter(LABELS, on_threshold=0.1, off_threshold=0.2)
+
+
+def with_macro(p: np.ndarray, t: np.ndarray, spans=()) -> np.ndarray:
+    """``p`` with a fifth class ``macro`` that takes most of the background within
+    ``spans`` (start_s, end_s)."""
+    out = np.concatenate([p, np.full((len(p), 1), 0.002)], axis=1)
+    for a, b in spans:
+        m = (t >= a) & (t <= b)
+        out[m, 4] = out[m, 0] * 0.95
+        out[m, 0] *= 0.05
+    return out / out.sum(1, keepdims=True)
+
+
+def test_macro_class_is_background_and_vetoes_what_goes_on_into_a_macro_expression():
+    labels = [*LABELS, "macro"]
+    t, p = bump_probs(800, [(2.0, 0.2), (5.0, 0.2)], cls=1)
+    # The second bump is a macro-expression's start: the face goes on moving after it.
+    p5 = with_macro(p, t, [(5.25, 6.5)])
+    plain = run(make(labels=labels), t, p5)  # the macro class alone counts as background
+    assert [e.label for e in plain] == ["positive", "positive"]
+    assert all(e.probs["macro"] < 0.5 for e in plain)
+    sp = make(labels=labels, macro_veto=0.5, hold_ms=150)
+    (ev,) = run(sp, t, p5)
+    assert ev.onset_ts == pytest.approx(plain[0].onset_ts)
+    assert ev.closing_ts == pytest.approx(plain[0].closing_ts + 0.15, abs=0.011)  # held
+    assert sp.dropped["macro_veto"] == 1
+    # Without the hold the veto only sees the event itself: both go out, on time.
+    both = run(make(labels=labels, macro_veto=0.5), t, p5)
+    assert [e.closing_ts for e in both] == [e.closing_ts for e in plain]
+    # A model without a macro class: the two keys change nothing.
+    assert len(run(make(macro_veto=0.1, hold_ms=300), t, p)) == 2
+
+
+def test_held_event_goes_out_at_the_end_of_the_stream():
+    labels = [*LABELS, "macro"]
+    t, p = bump_probs(300, [(2.5, 0.2)], cls=3)
+    sp = make(labels=labels, macro_veto=0.9, hold_ms=2000)
+    events = []
+    for ts, row in zip(t, with_macro(p, t), strict=True):
+        events += sp.update(0, float(ts), row)
+    assert events == []  # still held when the stream ends
+    (ev,) = sp.flush()
+    assert ev.label == "surprise" and ev.closing_ts == pytest.approx(t[-1])
