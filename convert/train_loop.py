@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,13 +36,15 @@ SELECTIONS = ("fixed", "inner-val")
 
 @dataclass
 class StageResult:
-    """What one stage did: per-epoch figures, the epoch kept, the last training accuracy."""
+    """What one stage did: per-epoch figures, the epoch kept, the last training accuracy,
+    and its wall seconds (benchmarks read them from experiment jobs' metrics.json)."""
 
     stage: str
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     train_accuracy: float = 0.0
     stopped_early: bool = False
+    seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class StageResult:
             "best_epoch": self.best_epoch,
             "train_accuracy": self.train_accuracy,
             "stopped_early": self.stopped_early,
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -100,6 +104,7 @@ def run_stage(
     loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / counts) / len(counts))
     gen = torch.Generator().manual_seed(seed)
     result = StageResult(stage)
+    started = time.perf_counter()
     best: dict | None = None
     best_state: dict[str, torch.Tensor] | None = None
     n = len(labels)
@@ -150,6 +155,7 @@ def run_stage(
     else:
         result.best_epoch = len(result.epochs)
     train_mode(False)
+    result.seconds = time.perf_counter() - started
     return result
 
 
