@@ -1,7 +1,8 @@
 """Causal spotting: per-frame class probabilities -> micro-expression events.
 
 One :class:`Spotter` serves every face track of a stream; each track keeps its own fixed
-numpy buffers, created on the track's first frame. Per frame and track:
+buffers (lists of floats: a handful of values per frame, where numpy's per-call cost
+would dominate), created on the track's first frame. Per frame and track:
 
 1. score = 1 - p(background) (or the max probability when there is no background class);
 2. causal moving mean over ``smoothing_frames``; the smoothed value is attributed to the
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from edge_mer.errors import InputError
+from edge_mer.pipeline.floats import np_argmax, np_sum
 
 MICRO = "micro_expression"
 MACRO = "macro_expression"
@@ -100,73 +102,17 @@ class Event:
         }
 
 
-def _sum(values: list[float]) -> float:
-    """``float(np.sum(values))`` for float64 values, in plain Python: numpy's pairwise
-    summation order (sequential below 8 values, 8 running partial sums up to 128), so the
-    re-sum of a ring is the same double numpy would give. Longer rings go to numpy."""
-    n = len(values)
-    if n < 8:
-        res = -0.0  # numpy's identity for float addition keeps the sign of an all -0.0 sum
-        for v in values:
-            res += v
-        return res
-    if n > 128:
-        return float(np.sum(np.asarray(values, dtype=np.float64)))
-    r = values[:8]
-    m = n - n % 8
-    for i in range(8, m, 8):
-        for j in range(8):
-            r[j] += values[i + j]
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-    for i in range(m, n):
-        res += values[i]
-    return res
-
-
-def _argmax(values: list[float]) -> int:
-    """``np.argmax``: the first NaN, else the first largest value."""
-    best, top = 0, values[0]
-    for i, v in enumerate(values):
-        if v != v:
-            return i
-        if v > top:
-            best, top = i, v
-    return best
-
-
 class _Track:
     """Per-track state: rings of plain floats (indexing a list costs a fraction of reading
     a numpy scalar), allocated once; the running sums over an event are rebuilt, not
     updated in place, so they may be shared."""
 
     __slots__ = (
-        "apex_score",
-        "apex_ts",
-        "baseline",
-        "cand_n",
-        "cand_onset",
-        "cand_sum",
-        "ev_n",
-        "ev_sum",
-        "in_event",
-        "last_ts",
-        "macro_max",
-        "macro_ring",
-        "macro_sum",
-        "n",
-        "onset_ts",
-        "peak",
-        "pending",
-        "pending_max",
-        "pending_until",
-        "pos",
-        "prev_center_ts",
-        "probs_ring",
-        "refractory_until",
-        "score_ring",
-        "score_sum",
-        "ts_ring",
-    )
+        "apex_score", "apex_ts", "baseline", "cand_n", "cand_onset", "cand_sum", "ev_n",
+        "ev_sum", "in_event", "last_ts", "macro_max", "macro_ring", "macro_sum", "n",
+        "onset_ts", "peak", "pending", "pending_max", "pending_until", "pos", "prev_center_ts",
+        "probs_ring", "refractory_until", "score_ring", "score_sum", "ts_ring",
+    )  # fmt: skip
 
     def __init__(self, window: int, k: int) -> None:
         self.score_ring = [0.0] * window
@@ -338,9 +284,9 @@ class Spotter:
         n = st.n = st.n + 1
         st.pos = pos + 1 if pos + 1 < w else 0
         if st.pos == 0:  # no drift from +=/-= over hours: re-sum, as numpy would
-            st.score_sum = _sum(st.score_ring)
+            st.score_sum = np_sum(st.score_ring)
             if m >= 0:
-                st.macro_sum = _sum(st.macro_ring)
+                st.macro_sum = np_sum(st.macro_ring)
         if n < w:
             return []
         smooth = st.score_sum / w
@@ -455,7 +401,7 @@ class Spotter:
         count = max(st.ev_n, 1)
         mean = [v / count for v in st.ev_sum]
         fg = self._fg_list
-        label = self.labels[fg[_argmax([mean[i] for i in fg])]]
+        label = self.labels[fg[np_argmax([mean[i] for i in fg])]]
         return Event(
             type=kind,
             label=label,

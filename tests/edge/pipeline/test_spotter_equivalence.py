@@ -14,7 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from edge_mer.pipeline.spotter import Spotter, _sum
+from edge_mer.pipeline.floats import np_argmax, np_sum
+from edge_mer.pipeline.spotter import Spotter
 from tests.edge.pipeline import spotter_reference as ref
 
 FPS = 50.0
@@ -154,5 +155,16 @@ def test_re_sum_is_numpy_sum() -> None:
     for n in range(1, 140):
         for _ in range(20):
             a = rng.standard_normal((n, 3)) * 10.0 ** rng.integers(-8, 8, (n, 3))
-            assert _sum(a[:, 1].tolist()) == float(a[:, 1].sum())  # a strided column
-            assert _sum(a[:, 0].copy().tolist()) == float(a[:, 0].copy().sum())
+            assert np_sum(a[:, 1].tolist()) == float(a[:, 1].sum())  # a strided column
+            assert np_sum(a[:, 0].copy().tolist()) == float(a[:, 0].copy().sum())
+        zeros = [-0.0] * n  # the sign of a zero sum too
+        assert math.copysign(1, np_sum(zeros)) == math.copysign(1, float(np.sum(zeros)))
+
+
+def test_argmax_is_numpy_argmax() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(500):
+        v = rng.integers(-2, 3, int(rng.integers(1, 7))).astype(float)  # ties
+        if rng.random() < 0.2:
+            v[rng.integers(len(v))] = np.nan
+        assert np_argmax(v.tolist()) == int(np.argmax(v))
