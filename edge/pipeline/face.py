@@ -255,6 +255,7 @@ class FaceStage:
         self._next_id = 0
         self._gray: np.ndarray | None = None
         self._pixels = getattr(detector, "needs_pixels", True)
+        self._shape: tuple[int, ...] | None = None  # see _unchanged
         self.detections = self.relocks = 0
 
     def _to_gray(self, image: np.ndarray) -> np.ndarray:
@@ -270,16 +271,43 @@ class FaceStage:
 
     def process(self, image: np.ndarray) -> list[Track]:
         """Tracks with their locked crop boxes for this frame (uint8 gray or BGR image)."""
-        self.frame_index += 1
+        i = self.frame_index = self.frame_index + 1
         if self.lost:
             self.lost.clear()
-        if self.frame_index % self.detect_every == 0:
-            gray = self._to_gray(image) if self._pixels else image
-            self._update(self.detector.detect(gray)[: self.max_faces], image.shape[:2])
+        if i % self.detect_every == 0:
+            if self._pixels:
+                self._update(
+                    self.detector.detect(self._to_gray(image))[: self.max_faces], image.shape[:2]
+                )
+            else:
+                boxes = self.detector.detect(image)[: self.max_faces]
+                hw = image.shape[:2]
+                if not self._unchanged(boxes, hw):
+                    self._update(boxes, hw)
         return self.tracks
+
+    def _unchanged(self, boxes: list[Box], frame_hw: tuple[int, ...]) -> bool:
+        """For a size-only detector (``roi``, ``none``): when it returned the very boxes the
+        tracks already hold, on a frame of the last update's shape, an update changes
+        nothing but the crops' age (each track matches its own box, IoU 1, no drift), so
+        only the window's relock is done. Returns False when the full update must run."""
+        tracks = self.tracks
+        if frame_hw != self._shape or len(boxes) != len(tracks) or not tracks:
+            return False
+        for box, track in zip(boxes, tracks, strict=True):
+            if box is not track.box or track.missed or box.w <= 0 or box.h <= 0:
+                return False
+        self.detections += 1
+        for track in tracks:
+            if self.frame_index - track.locked_at >= self.window:
+                track.crop = track.box.expanded(self.margin, frame_hw)  # type: ignore[arg-type]
+                track.locked_at = self.frame_index
+                self.relocks += 1
+        return True
 
     def _update(self, boxes: list[Box], frame_hw: tuple[int, int]) -> None:
         self.detections += 1
+        self._shape = None  # set again below when this update can be skipped next time
         unmatched = list(boxes)
         for track in self.tracks:
             best, overlap = None, -1.0
@@ -307,3 +335,5 @@ class FaceStage:
             self.tracks.append(Track(self._next_id, box, crop, self.frame_index))
             log.info("face track %d started at %s", self._next_id, crop.as_tuple())
             self._next_id += 1
+        if not self._pixels and self.min_iou <= 1.0:
+            self._shape = frame_hw

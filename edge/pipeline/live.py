@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import numpy as np
 from edge_mer.bundle import Bundle
 from edge_mer.config import Config
 from edge_mer.errors import EdgeMerError
+from edge_mer.pipeline.clock import STAGES, StageClock  # noqa: F401  (STAGES: re-exported)
 from edge_mer.pipeline.face import FaceStage, make_detector
 from edge_mer.pipeline.inline import InlineCapture
 from edge_mer.pipeline.mqtt import MqttSink
@@ -39,67 +41,6 @@ from edge_mer.pipeline.telemetry import RuntimeMetrics
 from edge_mer.runners import select_runner
 
 log = logging.getLogger(__name__)
-
-STAGES = ("capture", "face", "preprocess", "encoder", "step", "spotting", "sinks")
-
-
-class StageClock:
-    """Per-stage wall times of the last ``keep`` frames (seconds), in preallocated rings:
-    recording a sample allocates nothing. Beside the stages, each frame's capture-to-
-    probabilities latency (:meth:`add_latency`), which the Prometheus histogram takes from
-    here at a low rate (:meth:`~edge_mer.pipeline.telemetry.RuntimeMetrics.record_stages`)."""
-
-    def __init__(self, keep: int = 8192) -> None:
-        self.keep = keep
-        self._values = {s: np.zeros(keep) for s in STAGES}
-        self._count = dict.fromkeys(STAGES, 0)
-        self._latency = np.zeros(keep)
-        self._latency_n = 0
-
-    def add(self, stage: str, seconds: float) -> None:
-        n = self._count[stage]
-        self._values[stage][n % self.keep] = seconds
-        self._count[stage] = n + 1
-
-    def add_latency(self, seconds: float) -> None:
-        n = self._latency_n
-        self._latency[n % self.keep] = seconds
-        self._latency_n = n + 1
-
-    def latency_ring(self) -> tuple[int, np.ndarray]:
-        """(frames recorded so far, ring) of the per-frame latencies; read, don't write."""
-        return self._latency_n, self._latency
-
-    def rings(self) -> list[tuple[str, int, np.ndarray]]:
-        """(stage, samples recorded so far, ring) per stage; sample ``i`` is at
-        ``ring[i % keep]`` until ``keep`` newer ones overwrite it. Read, don't write."""
-        return [(s, self._count[s], self._values[s]) for s in STAGES]
-
-    def summary(self, *, samples: bool = False) -> dict[str, dict[str, Any]]:
-        """Per stage seen: count, mean, p50, p90, p95, p99, max (ms) over the kept samples.
-
-        ``samples=True`` adds ``samples_ms``: the kept samples in recording order (a list).
-        """
-        out: dict[str, dict[str, Any]] = {}
-        for stage, values in self._values.items():
-            n = self._count[stage]
-            if n:
-                kept = min(n, self.keep)
-                # Oldest first: once the ring has wrapped, the oldest sample is at n % keep.
-                ms = (np.roll(values, -(n % self.keep)) if n > self.keep else values[:kept]) * 1e3
-                p50, p90, p95, p99 = np.percentile(ms, (50, 90, 95, 99))
-                out[stage] = {
-                    "count": n,
-                    "mean_ms": float(ms.mean()),
-                    "p50_ms": float(p50),
-                    "p90_ms": float(p90),
-                    "p95_ms": float(p95),
-                    "p99_ms": float(p99),
-                    "max_ms": float(ms.max()),
-                }
-                if samples:
-                    out[stage]["samples_ms"] = ms.tolist()
-        return out
 
 
 def reads_inline(source: Any) -> bool:
@@ -224,9 +165,8 @@ class LivePipeline:
         self.last_inference: float | None = None
         # The latest events, for the end-of-run report; bounded: the service runs for weeks.
         self.records: deque[dict[str, Any]] = deque(maxlen=10_000)
-        # One probability row per face, views made once: the spotter keeps no reference.
-        self._probs = np.zeros((self.max_faces, len(labels)), np.float32)
-        self._prob_rows = list(self._probs)
+        # Rounds a softmax (values in [0, 1] or NaN) to float32 and back, K values at once.
+        self._f32 = struct.Struct(f"{len(labels)}f")
         self._ids: list[int] = []
         self._frame_rows: list[np.ndarray] = []  # the encoder's bound input rows, once active
         self._closed = False
@@ -262,7 +202,7 @@ class LivePipeline:
         self._closed = True
         self.capture.stop()
         for event in self.spotter.flush():
-            self._emit(event, time.monotonic(), event.offset_ts)
+            self._emit(event, time.perf_counter(), event.offset_ts)
         for _, sink in self.sinks:
             flush = getattr(sink, "flush", None)
             if flush is not None:
@@ -277,8 +217,9 @@ class LivePipeline:
 
     def _emit(self, event: Any, received: float, closing_ts: float) -> None:
         # The capture clock of file/synthetic sources is media time: emission on that
-        # clock is the closing frame's ts plus the processing time since it arrived.
-        emitted = closing_ts + (time.monotonic() - received)
+        # clock is the closing frame's ts plus the processing time since it arrived
+        # (``received``: time.perf_counter() when it left the ring).
+        emitted = closing_ts + (time.perf_counter() - received)
         record = event.to_record(
             self.config.source.uri, self.bundle.name, self.model_hash, emitted, closing_ts
         )
@@ -302,73 +243,72 @@ class LivePipeline:
         slot = self.capture.get(timeout)
         if slot is None:
             return False
-        received = time.monotonic()
-        clock = self.clock
         try:
-            t1 = perf()
-            clock.add("capture", t1 - t0)
+            t1 = perf()  # the frame left the ring: its latency counts from here
             self.frames += 1
-            ticks = self.resampler.push(slot.ts)
-            if self.resampler.restarted:
+            resampler = self.resampler
+            ticks = resampler.push(slot.ts)
+            if resampler.restarted:
                 for tid in list(self.cache.tracks()):
                     self.cache.reset(tid)
             if ticks == 0:
+                self.clock.add("capture", t1 - t0)
                 return True
             face = self.face
-            tracks = face.process(slot.image)
+            image = slot.image
+            tracks = face.process(image)
             if face.lost:
                 for lost in face.lost:
                     self.cache.evict(lost)
                     self.spotter.forget(lost)
             t2 = perf()
-            clock.add("face", t2 - t1)
             if not tracks:
+                self.clock.add("capture", t1 - t0)
+                self.clock.add("face", t2 - t1)
                 return True
             ids = self._ids
             ids.clear()
             rows = self._frame_rows
-            image, pre = slot.image, self.pre
+            pre = self.pre
             for i, track in enumerate(tracks):  # the face stage keeps at most max_faces
                 pre(image, track.crop.as_tuple(), out=rows[i])
                 ids.append(track.id)
             t3 = perf()
-            clock.add("preprocess", t3 - t2)
             feats = self.encoder.infer(len(ids))["features"]
             t4 = perf()
-            clock.add("encoder", t4 - t3)
+            ts = slot.ts
             for _ in range(ticks):
-                logits, ready = self.cache.step_batch(ids, feats, now=slot.ts)
+                logits, ready = self.cache.step_batch(ids, feats, now=ts)
             t5 = perf()
-            clock.add("step", t5 - t4)
             self.last_inference = time.monotonic()
             self.model_frames += 1
-            closed = self._spot(ids, logits, ready, slot.ts - self.lag_s)
-            t6 = perf()
-            clock.add("spotting", t6 - t5)
+            closed = self._spot(ids, logits, ready, ts - self.lag_s)
+            t6 = end = perf()
             if closed:
                 for event in closed:
-                    self._emit(event, received, slot.ts)
-                clock.add("sinks", perf() - t6)
-            clock.add_latency(time.monotonic() - received)
+                    self._emit(event, t1, ts)
+                end = perf()
+                self.clock.add("sinks", end - t6)
+            self.clock.frame(t0, t1, t2, t3, t4, t5, t6, end)
             return True
         finally:
             self.capture.release(slot)
 
     def _spot(self, ids: list[int], logits: np.ndarray, ready: np.ndarray, ts: float) -> list:
-        """Softmax of each ready track's logits into its probability row, then the spotter.
-        A handful of classes: plain floats cost less than numpy's per-call overhead."""
+        """Softmax of each ready track's logits, then the spotter. A handful of classes:
+        plain floats cost less than numpy's per-call overhead. The probabilities are
+        rounded to float32, as the model's outputs always were (spot-eval records them as
+        float32 and replays them: the same values give the same events)."""
         closed: list = []
         rows, flags = logits.tolist(), ready.tolist()
-        exp, update = math.exp, self.spotter.update
+        exp, update, f32 = math.exp, self.spotter.update, self._f32
         for i, tid in enumerate(ids):
             if flags[i]:
                 row = rows[i]
                 top = max(row)
                 e = [exp(x - top) for x in row]
                 inv = 1.0 / sum(e)
-                probs = self._prob_rows[i]
-                probs[:] = [x * inv for x in e]
-                events = update(tid, ts, probs)
+                events = update(tid, ts, f32.unpack(f32.pack(*[x * inv for x in e])))
                 if events:
                     closed.extend(events)
         return closed

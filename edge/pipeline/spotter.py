@@ -1,7 +1,8 @@
 """Causal spotting: per-frame class probabilities -> micro-expression events.
 
 One :class:`Spotter` serves every face track of a stream; each track keeps its own fixed
-numpy buffers, created on the track's first frame. Per frame and track:
+buffers (lists of floats: a handful of values per frame, where numpy's per-call cost
+would dominate), created on the track's first frame. Per frame and track:
 
 1. score = 1 - p(background) (or the max probability when there is no background class);
 2. causal moving mean over ``smoothing_frames``; the smoothed value is attributed to the
@@ -35,11 +36,14 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
+from math import hypot
+from operator import add
 from typing import Any
 
 import numpy as np
 
 from edge_mer.errors import InputError
+from edge_mer.pipeline.floats import np_argmax, np_sum
 
 MICRO = "micro_expression"
 MACRO = "macro_expression"
@@ -99,42 +103,24 @@ class Event:
 
 
 class _Track:
-    """Per-track state: fixed buffers, allocated once."""
+    """Per-track state: rings of plain floats (indexing a list costs a fraction of reading
+    a numpy scalar), allocated once; the running sums over an event are rebuilt, not
+    updated in place, so they may be shared."""
 
     __slots__ = (
-        "apex_score",
-        "apex_ts",
-        "baseline",
-        "cand_n",
-        "cand_onset",
-        "cand_sum",
-        "ev_n",
-        "ev_sum",
-        "in_event",
-        "last_ts",
-        "macro_max",
-        "macro_sum",
-        "n",
-        "onset_ts",
-        "peak",
-        "pending",
-        "pending_max",
-        "pending_until",
-        "pos",
-        "prev_center_ts",
-        "probs_ring",
-        "refractory_until",
-        "score_ring",
-        "score_sum",
-        "ts_ring",
-    )
+        "apex_score", "apex_ts", "baseline", "cand_n", "cand_onset", "cand_sum", "ev_n",
+        "ev_sum", "in_event", "last_ts", "macro_max", "macro_ring", "macro_sum", "n",
+        "onset_ts", "peak", "pending", "pending_max", "pending_until", "pos", "prev_center_ts",
+        "probs_ring", "refractory_until", "score_ring", "score_sum", "ts_ring",
+    )  # fmt: skip
 
     def __init__(self, window: int, k: int) -> None:
-        self.score_ring = np.zeros(window, dtype=np.float64)
-        self.ts_ring = np.zeros(window, dtype=np.float64)
-        self.probs_ring = np.zeros((window, k), dtype=np.float64)
-        self.ev_sum = np.zeros(k, dtype=np.float64)
-        self.cand_sum = np.zeros(k, dtype=np.float64)
+        self.score_ring = [0.0] * window
+        self.ts_ring = [0.0] * window
+        self.macro_ring = [0.0] * window  # p(macro) per frame (0.0 without a macro class)
+        self.probs_ring = [[0.0] * k for _ in range(window)]
+        self.ev_sum = [0.0] * k
+        self.cand_sum = [0.0] * k
         self.score_sum = 0.0
         self.pos = 0
         self.n = 0
@@ -229,6 +215,8 @@ class Spotter:
             [i for i in range(len(self.labels)) if i not in (self._bg, self._macro)],
             dtype=np.intp,
         )
+        self._k = len(self.labels)
+        self._fg_list: list[int] = self._fg.tolist()
         # The veto and the hold only mean something with a macro class.
         self.macro_veto = float(macro_veto) if self._macro >= 0 else 1.0
         self.hold_s = hold_ms / 1000.0 if self._macro >= 0 else 0.0
@@ -251,7 +239,8 @@ class Spotter:
         self._tracks.pop(track, None)
 
     def update(self, track: Hashable, ts: float, probs: np.ndarray) -> list[Event]:
-        """Feed one frame of ``track``: ``ts`` its capture time (s), ``probs`` float [K].
+        """Feed one frame of ``track``: ``ts`` its capture time (s), ``probs`` float [K]
+        (a numpy row or a list of floats).
 
         Returns the events closed by this frame (almost always an empty list).
         """
@@ -261,12 +250,21 @@ class Spotter:
         if ts <= st.last_ts:
             self.skipped += 1
             return []
-        macro_p = float(probs[self._macro]) if self._macro >= 0 else 0.0
-        if self._bg >= 0:
-            score = 1.0 - float(probs[self._bg]) - macro_p
-        else:
-            score = float(probs[self._fg].max())
-        if not math.isfinite(score) or not math.isfinite(float(probs.sum())):
+        p = probs.tolist() if isinstance(probs, np.ndarray) else probs
+        if len(p) != self._k:
+            raise InputError(
+                f"spotter: {len(p)} probabilities for {self._k} labels {self.labels!r}"
+            )
+        m = self._macro
+        macro_p = p[m] if m >= 0 else 0.0
+        bg = self._bg
+        score = 1.0 - p[bg] - macro_p if bg >= 0 else max([p[i] for i in self._fg_list])
+        # Probabilities are small and finite: then so are the score and their sum in any
+        # float type (the norm bounds every element). Otherwise numpy's own sum decides,
+        # as it always did (NaN, inf, or a float32 sum that would overflow).
+        if not hypot(*p) < 1e30 and (
+            not math.isfinite(score) or not math.isfinite(float(np.sum(probs)))
+        ):
             self.skipped += 1
             return []
         dt = ts - st.last_ts if st.n else 1.0 / self.fps
@@ -276,30 +274,29 @@ class Spotter:
         pos = st.pos
         if st.n >= w:
             st.score_sum -= st.score_ring[pos]
-            if self._macro >= 0:
-                st.macro_sum -= st.probs_ring[pos, self._macro]
+            st.macro_sum -= st.macro_ring[pos]
         st.score_ring[pos] = score
-        st.ts_ring[pos] = ts
-        st.probs_ring[pos] = probs
+        st.ts_ring[pos] = float(ts)
+        st.macro_ring[pos] = macro_p
+        st.probs_ring[pos][:] = p
         st.score_sum += score
         st.macro_sum += macro_p
-        st.n += 1
+        n = st.n = st.n + 1
         st.pos = pos + 1 if pos + 1 < w else 0
-        if st.pos == 0:
-            st.score_sum = float(st.score_ring.sum())  # no drift from +=/-= over hours
-            if self._macro >= 0:
-                st.macro_sum = float(st.probs_ring[:, self._macro].sum())
-        if st.n < w:
+        if st.pos == 0:  # no drift from +=/-= over hours: re-sum, as numpy would
+            st.score_sum = np_sum(st.score_ring)
+            if m >= 0:
+                st.macro_sum = np_sum(st.macro_ring)
+        if n < w:
             return []
         smooth = st.score_sum / w
         macro_level = st.macro_sum / w
         center = pos - self._center_lag
         if center < 0:
             center += w
-        cts = float(st.ts_ring[center])
-        cprobs = st.probs_ring[center]
+        cts = st.ts_ring[center]
 
-        if st.n == w or not math.isfinite(st.baseline):
+        if n == w or not math.isfinite(st.baseline):
             st.baseline = smooth
         level = smooth - st.baseline
         events: list[Event] = []
@@ -311,7 +308,7 @@ class Spotter:
         if st.in_event:
             st.macro_max = max(st.macro_max, macro_level)
             if level >= self.off_threshold:
-                st.ev_sum += cprobs
+                st.ev_sum = list(map(add, st.ev_sum, st.probs_ring[center]))
                 st.ev_n += 1
                 if smooth > st.apex_score:
                     st.apex_score = smooth
@@ -331,15 +328,17 @@ class Spotter:
         st.baseline += alpha * (smooth - st.baseline)
         level = smooth - st.baseline
         if level >= self.off_threshold:
+            cprobs = st.probs_ring[center]
             if st.cand_n == 0:
                 st.cand_onset = cts
-                st.cand_sum[:] = 0.0
-            st.cand_sum += cprobs
+                st.cand_sum = [0.0 + x for x in cprobs]
+            else:
+                st.cand_sum = list(map(add, st.cand_sum, cprobs))
             st.cand_n += 1
             if level >= self.on_threshold and cts >= st.refractory_until:
                 st.in_event = True
                 st.onset_ts = st.cand_onset
-                st.ev_sum[:] = st.cand_sum
+                st.ev_sum = st.cand_sum  # neither is changed in place
                 st.ev_n = st.cand_n
                 st.apex_score = smooth
                 st.apex_ts = cts
@@ -399,8 +398,10 @@ class Spotter:
         if kind == MACRO and self.macro == "drop":
             self.dropped["macro"] += 1
             return None
-        mean = st.ev_sum / max(st.ev_n, 1)
-        label = self.labels[int(self._fg[int(np.argmax(mean[self._fg]))])]
+        count = max(st.ev_n, 1)
+        mean = [v / count for v in st.ev_sum]
+        fg = self._fg_list
+        label = self.labels[fg[np_argmax([mean[i] for i in fg])]]
         return Event(
             type=kind,
             label=label,

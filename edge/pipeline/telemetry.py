@@ -164,7 +164,7 @@ class RuntimeMetrics:
 
     def record_stages(self, clock: Any) -> None:
         """Observe the stage timings and frame latencies ``clock`` (a
-        :class:`~edge_mer.pipeline.live.StageClock`) recorded since the last call, and count
+        :class:`~edge_mer.pipeline.clock.StageClock`) recorded since the last call, and count
         its frames (``capture`` samples) into ``frames``; samples that a ring already
         overwrote are skipped (but counted). Call it at a low rate (the daemon does, at
         10 Hz), not per frame."""

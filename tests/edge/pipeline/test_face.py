@@ -140,3 +140,48 @@ def test_haar_missing_in_opencv5_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(face, "_cv2", lambda: NoHaar)
     with pytest.raises(InputError, match="opencv-python-headless<5"):
         face.HaarDetector()
+
+
+class _Full:
+    """A size-only detector seen as one that needs pixels: the stage runs its full update
+    at every detection (the reference for the size-only shortcut)."""
+
+    def __init__(self, det) -> None:
+        self.det = det
+
+    def detect(self, gray):
+        return self.det.detect(gray)
+
+
+def _state(stage: FaceStage):
+    return (
+        [(t.id, t.box, t.crop, t.locked_at, t.missed) for t in stage.tracks],
+        list(stage.lost),
+        stage.relocks,
+        stage.detections,
+    )
+
+
+@pytest.mark.parametrize("max_faces", [1, 4])
+@pytest.mark.parametrize("detect_every", [1, 3])
+def test_size_only_shortcut_equals_the_full_update(detect_every: int, max_faces: int) -> None:
+    rng = np.random.default_rng(0)
+    roi = RoiDetector((10, 12, 30, 30))
+    for det in (roi, FullFrame()):
+        kw = dict(
+            detect_every=detect_every, window=4, relock_drift=0.2, max_missed=1, max_faces=max_faces
+        )
+        fast, ref = FaceStage(det, **kw), FaceStage(_Full(det), **kw)
+        full_updates = []
+        fast._update = lambda b, hw, real=fast._update, n=full_updates: n.append(real(b, hw))
+        shapes = [(60, 80), (48, 64)]
+        for i in range(300):
+            if det is roi and rng.random() < 0.05:  # the box moves a little, a lot, or vanishes
+                x = int(rng.integers(0, 40))
+                roi.box = Box(x, 12, 30, 30) if rng.random() < 0.8 else Box(x, 12, 0, 30)
+            frame = np.zeros(shapes[int(rng.random() < 0.03)], np.uint8)
+            fast.process(frame)
+            ref.process(frame)
+            assert _state(fast) == _state(ref), i
+        assert fast.relocks > 3 and ref.detections == 300 // detect_every
+        assert 0 < len(full_updates) < ref.detections / 3  # the shortcut was taken, mostly

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import struct
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import prometheus_client
 import pytest
 
@@ -13,7 +17,7 @@ pytest.importorskip("cv2")
 
 import edge_mer
 from edge_mer.config import config_from_args
-from edge_mer.pipeline.live import LivePipeline, StageClock
+from edge_mer.pipeline.live import STAGES, LivePipeline, StageClock
 from tests.edge.service.test_daemon import bundle  # noqa: F401  (module-scoped fixture)
 
 EDGE = str(Path(edge_mer.__file__).parent)
@@ -67,3 +71,56 @@ def test_stage_clock_keeps_a_bounded_window() -> None:
     s = clock.summary()["encoder"]
     assert s["count"] == 10 and s["max_ms"] == pytest.approx(9.0)
     assert s["mean_ms"] == pytest.approx((6 + 7 + 8 + 9) / 4)
+
+
+def test_stage_clock_frame_records_what_six_adds_would() -> None:
+    one, six = StageClock(keep=5), StageClock(keep=5)
+    for i in range(12):
+        t = [i + j * 0.25 + j * j * 0.01 for j in range(8)]
+        if i % 4 == 3:  # a frame that stopped after the face stage
+            for c in (one, six):
+                c.add("capture", t[1] - t[0])
+                c.add("face", t[2] - t[1])
+            continue
+        one.frame(*t)
+        for stage, k in zip(STAGES[:6], range(6), strict=True):
+            six.add(stage, t[k + 1] - t[k])
+        six.add_latency(t[7] - t[1])
+    assert one.summary(samples=True) == six.summary(samples=True)
+    assert one.latency_ring()[0] == six.latency_ring()[0] == 9
+    assert (one.latency_ring()[1] == six.latency_ring()[1]).all()
+    assert [(s, n) for s, n, _ in one.rings()] == [(s, n) for s, n, _ in six.rings()]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, float, tuple]] = []
+
+    def update(self, track, ts, probs):
+        self.calls.append((track, ts, tuple(probs)))
+        return []
+
+
+def test_spot_gives_the_spotter_the_float32_softmax() -> None:
+    # What the loop always fed the spotter: a float64 softmax of the logits written into a
+    # float32 row. It is now rounded with one struct call, which must give the same values.
+    rng = np.random.default_rng(0)
+    logits = np.zeros((3, 5), np.float32)
+    loop = SimpleNamespace(spotter=_Recorder(), _f32=struct.Struct("5f"))
+    ready = np.array([True, True, False])
+    row = np.zeros(5, np.float32)
+    for i in range(300):
+        logits[:] = rng.standard_normal((3, 5)) * 10 ** rng.uniform(-3, 2)
+        if i % 50 == 0:
+            logits[1, 2] = [np.nan, np.inf, -np.inf][i % 3]
+        assert LivePipeline._spot(loop, [7, 8, 9], logits, ready, 1.5) == []  # type: ignore[arg-type]
+        calls, loop.spotter.calls = loop.spotter.calls, []
+        assert [(t, ts) for t, ts, _ in calls] == [(7, 1.5), (8, 1.5)]  # 9 is not ready
+        for k, (_, _, got) in enumerate(calls):
+            x = logits[k].tolist()
+            top = max(x)
+            e = [math.exp(v - top) for v in x]
+            inv = 1.0 / sum(e)
+            row[:] = [v * inv for v in e]
+            assert np.array_equal(np.array(got, np.float32), row, equal_nan=True)
+            assert list(got) == row.tolist() or np.isnan(row).any()

@@ -138,3 +138,22 @@ def test_repeated_frames_reuse_their_plan_and_give_the_same_pixels():
         pre(frames[0].astype(np.float32), boxes[0])
     with pytest.raises(DataError, match="empty inside"):
         pre(frames[0][:4, :4], boxes[1])
+
+
+def test_same_box_and_buffer_as_the_last_call_still_follow_the_frame():
+    # The last call's (frame shape, box, out) is remembered: a loop's steady state. A frame
+    # of another shape, channel count or dtype behind the same box and buffer is not served
+    # from it.
+    rng = np.random.default_rng(1)
+    pre = FramePreprocessor(16, 16, 1)
+    box, out = (4, 2, 30, 30), np.empty((16, 16, 1), np.uint8)
+    shapes = [(40, 50, 3), (40, 50, 3), (40, 50), (40, 50, 4), (36, 36, 3), (40, 50, 1)]
+    for i in range(40):
+        frame = rng.integers(0, 256, shapes[int(rng.integers(len(shapes)))], dtype=np.uint8)
+        assert pre(frame, box, out=out) is out
+        assert (out == FramePreprocessor(16, 16, 1)(frame, box)).all(), i
+    pre(np.zeros((40, 50, 3), np.uint8), box, out=out)
+    with pytest.raises(DataError, match="empty inside"):
+        pre(np.zeros((3, 3, 3), np.uint8), box, out=out)
+    with pytest.raises(DataError, match="dtype"):
+        pre(np.zeros((40, 50, 3), np.float32), box, out=out)
