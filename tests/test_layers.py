@@ -109,6 +109,18 @@ def test_the_package_keeps_its_layers() -> None:
     assert not found, "\n".join(found)
 
 
+MAX_LINES = 450  # a module over this carries two ideas: split it
+
+
+def test_no_module_outgrows_one_idea() -> None:
+    long = [
+        f"{path.relative_to(REPO)}: {n} lines"
+        for _, path in package_modules()
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    ]
+    assert not long, f"over {MAX_LINES} lines: " + ", ".join(long)
+
+
 def test_layers_cover_the_tree() -> None:
     names = {mod for mod, _ in package_modules()}
     for expected in ("edge_mer.pipeline.live", "edge_mer.runners.trt", "edge_mer.service.daemon"):

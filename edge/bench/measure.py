@@ -6,9 +6,8 @@
 - :func:`pipeline_vs_model`: :class:`LivePipeline` fps vs model-only fps (encoder
   ``infer(1)`` + ``StateCache.step_batch`` in a tight loop on the same runner kind and
   encoder graph), in alternating chunks, with per-stage samples and a per-frame timeline.
-- :class:`ReplaySynthetic` (``synthetic-replay://``): the synthetic stream pre-generated
-  once and replayed from memory, so the generator's cost (about 2 ms a 128x128 frame) is not
-  in the capture stage. Frames come from ``edge_mer.calibration.synth``, imported lazily.
+- :class:`ReplaySynthetic` (``synthetic-replay://``, in :mod:`edge_mer.bench.replay`,
+  re-exported here): the synthetic stream pre-generated once and replayed from memory.
 
 Everything here runs on the calling thread, which owns the runners. Nothing asserts on time.
 """
@@ -21,17 +20,22 @@ from typing import Any
 
 import numpy as np
 
+from edge_mer.bench.replay import (  # noqa: F401  (re-exported: benchmarks import them here)
+    _FRAMES,
+    LOOP_S,
+    REPLAY_SCHEME,
+    ReplaySynthetic,
+    pregenerated,
+    replay_uri,
+)
 from edge_mer.bundle import Bundle
 from edge_mer.config import Config
-from edge_mer.pipeline.sources import Frame, SourceBase, SourceEnded, SourceSpec, register_scheme
+from edge_mer.pipeline.sources import SourceEnded
 from edge_mer.pipeline.state_cache import StateCache, rows_per_track
 from edge_mer.runners import select_runner
 from edge_mer.streaming import ort_session, stream_logits
 
 Tick = Callable[[int], None]  # called with the number of frames just done
-
-REPLAY_SCHEME = "synthetic-replay"
-LOOP_S = 10.0  # at most this many seconds of distinct frames are generated, then replayed
 
 
 def stage_stats(ms: Any) -> dict[str, Any]:
@@ -52,66 +56,6 @@ def stage_stats(ms: Any) -> dict[str, Any]:
 
 
 _STAT_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
-
-
-# ---------------------------------------------------------------- replayed synthetic stream
-
-_FRAMES: dict[tuple[Any, ...], np.ndarray] = {}
-
-
-def pregenerated(
-    fps: float, size: tuple[int, int], seed: int, seconds: float = LOOP_S
-) -> np.ndarray:
-    """``min(seconds, LOOP_S)`` of the synthetic stream as one uint8 ``[N, H, W, 3]`` BGR
-    array, generated once per process and argument set."""
-    seconds = min(float(seconds), LOOP_S)
-    key = (fps, size, seed, seconds)
-    if key not in _FRAMES:
-        from edge_mer.calibration.synth import generate_stream
-
-        frames, _ = generate_stream(seconds=seconds, fps=fps, size=size, seed=seed, lazy=False)
-        _FRAMES[key] = np.ascontiguousarray(frames)
-    return _FRAMES[key]
-
-
-class ReplaySynthetic(SourceBase):
-    """Pre-generated synthetic frames replayed in a loop (``ts = seq / fps``): reading a
-    frame costs no generation. Options: ``seconds`` (stream length, default 10), ``fps``
-    (default 50), ``size`` (WxH, default 128x128), ``seed``, ``loop`` (seconds of distinct
-    frames, at most 10)."""
-
-    OPTIONS = ("seconds", "fps", "size", "seed", "loop")
-
-    def __init__(self, spec: SourceSpec) -> None:
-        super().__init__(spec)
-        spec.check_options(self.OPTIONS)
-        self._fps = float(spec.get_float("fps", 50.0))  # type: ignore[arg-type]
-        w, h = spec.get_size("size", (128, 128))  # type: ignore[misc]
-        seconds = float(spec.get_float("seconds", 10.0))  # type: ignore[arg-type]
-        loop = float(spec.get_float("loop", min(seconds, LOOP_S)))  # type: ignore[arg-type]
-        self.frames = pregenerated(self._fps, (h, w), spec.get_int("seed", 0) or 0, loop)
-        self.frame_count = round(seconds * self._fps)
-        self._index = 0
-
-    def _open(self) -> None:
-        pass
-
-    def read(self, timeout: float) -> Frame | None:
-        i = self._index
-        if i >= self.frame_count:
-            raise SourceEnded(f"{self}: end of the replayed stream ({i} frames)")
-        self._index = i + 1
-        return Frame(self._next_seq(), i / self._fps, self.frames[i % len(self.frames)])
-
-
-def replay_uri(fps: float, frames: int, seed: int = 7, size: tuple[int, int] = (128, 128)) -> str:
-    """A ``synthetic-replay://`` URI long enough for ``frames`` frames (plus slack);
-    registers the scheme."""
-    register_scheme(REPLAY_SCHEME, ReplaySynthetic)
-    seconds = frames / fps + 2.0
-    return (
-        f"{REPLAY_SCHEME}://?seconds={seconds:g}&fps={fps:g}&seed={seed}&size={size[1]}x{size[0]}"
-    )
 
 
 # ---------------------------------------------------------------- streaming vs window
