@@ -46,7 +46,7 @@ C="$WORK/convert/bin/edge-mer"
     "$C" convert model.safetensors --out bundle --int8 --calib clips/casme2
 )
 
-step "[pi]: the device install, no torch"
+step "[pi]: the device install, no torch (doctor, inspect, run, bench, spot-eval, validate-config, install-service)"
 "$PYTHON" -m venv "$WORK/pi"
 pipq "$WORK/pi/bin/pip" install "$WHEEL[pi]"
 P="$WORK/pi/bin/edge-mer"
@@ -62,6 +62,9 @@ fi
     test -f events.jsonl || { echo "FAIL: run wrote no events file" >&2; exit 1; }
     "$P" bench bundle --frames 200 --json bench.json
     test -s bench.json
+    # Spotting on an unseen synthetic subject's stream, through the installed pipeline.
+    "$P" spot-eval bundle --subjects 1 --seconds 4 --distractor-seconds 2 --fps 50 --json spot.json
+    test -s spot.json
     # The example config shipped in the wheel, then one that names this bundle (files checked).
     "$P" validate-config --no-files "$("$WORK/pi/bin/python" -c \
         'import importlib.resources as r; print(r.files("edge_mer.systemd") / "edge-mer.toml")')"
