@@ -24,18 +24,17 @@ import logging
 import re
 from pathlib import Path
 
-from edge_mer.calibration.datasets.errata import check_marks
+from edge_mer.calibration.datasets.coded import add_folder_clip
 from edge_mer.calibration.datasets.schema import (
     DatasetCopy,
     Problem,
     Sample,
     declared_fps,
-    frame_problems,
     list_frames,
     require_usable,
     sample_id,
 )
-from edge_mer.calibration.datasets.sheets import marks, read_sheet
+from edge_mer.calibration.datasets.sheets import read_sheet
 from edge_mer.errors import DataError
 
 __all__ = [
@@ -140,34 +139,7 @@ def read_casme2(root: Path, *, fps: float | None = None) -> DatasetCopy:
         if not frames:
             copy.problems.append(Problem(sid, "no-frames", f"{where}: no img<N>.jpg in {folder}"))
             continue
-        try:
-            onset, apex, offset, apex_text = marks(rec, where, _COLUMNS)
-        except DataError as e:
-            copy.problems.append(Problem(sid, "bad-marks", str(e)))
-            continue
-        numbers = tuple(frames)
-        apex, new_offset, errata = check_marks(
-            NAME, sid, onset, apex, offset, apex_text=apex_text, last_frame=numbers[-1]
-        )
-        copy.errata.extend(errata)
-        assert new_offset is not None  # a CASME II clip has its own folder: always fixable
-        copy.problems.extend(frame_problems(sid, numbers, onset, new_offset, folder))
-        copy.samples.append(
-            Sample(
-                dataset=NAME,
-                subject=subject,
-                clip=clip,
-                onset=onset,
-                apex=apex,
-                offset=new_offset,
-                fps=float(fps),
-                emotion=rec["emotion"].strip(),
-                frame_paths=tuple(frames.values()),
-                frame_numbers=numbers,
-                action_units=rec.get("action_units", "").strip(),
-                objective_class=rec.get("objective_class", "").strip(),
-            )
-        )
+        add_folder_clip(copy, sid, subject, clip, rec, where, _COLUMNS, frames, folder)
     return require_usable(copy, f"{frames_root}/sub<Subject>/<Filename>/img<N>.jpg")
 
 

@@ -21,11 +21,11 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from edge_mer.calibration.datasets.coded import coded_sample
 from edge_mer.calibration.datasets.errata import check_marks
 from edge_mer.calibration.datasets.schema import (
     DatasetCopy,
     Problem,
-    Sample,
     declared_fps,
     frame_problems,
     list_frames,
@@ -130,20 +130,7 @@ def read_casme3(root: Path, *, fps: float | None = None) -> DatasetCopy:
         numbers = tuple(inside)
         copy.problems.extend(frame_problems(sid, numbers, onset, offset, folder))
         copy.samples.append(
-            Sample(
-                dataset=NAME,
-                subject=subject,
-                clip=clips[i],
-                onset=onset,
-                apex=apex,
-                offset=offset,
-                fps=float(fps),
-                emotion=sheet.records[i]["emotion"].strip(),
-                frame_paths=tuple(inside.values()),
-                frame_numbers=numbers,
-                action_units=sheet.records[i].get("action_units", "").strip(),
-                objective_class=sheet.records[i].get("objective_class", "").strip(),
-            )
+            coded_sample(copy, subject, clips[i], onset, apex, offset, sheet.records[i], inside)
         )
     return require_usable(copy, f"{frames_root}/<Subject>/<Filename>/color/<N>.jpg")
 
