@@ -38,9 +38,9 @@ import numpy as np
 from edge_mer.bench.spotting import SpotStream, TruthEvent, lag_seconds, run_stream
 from edge_mer.bundle import Bundle
 from edge_mer.calibration.labels import MEGC3_WITH_BACKGROUND
-from edge_mer.calibration.synth import _stream_timeline
+from edge_mer.calibration.synth_stream import _stream_timeline
 from edge_mer.config.models import SpotterConfig
-from edge_mer.pipeline.spotter import Spotter
+from edge_mer.pipeline.spotter import MACRO_LABEL, spotter_from_config
 
 CATEGORIES = ("neutral", "blink", "macro", "micro (trained)", "micro (edge)")
 
@@ -73,20 +73,13 @@ def categorize(end_ts: np.ndarray, window_s: float, lag_q: float, truth: dict) -
 def spotter_internals(
     labels: list[str], fps: float, ts: np.ndarray, probs: np.ndarray, sp: SpotterConfig
 ) -> dict[str, np.ndarray]:
-    """Replay the spotter; per frame: raw score, smoothed score, baseline (NaN until set)."""
-    spotter = Spotter(
-        labels,
-        background="none",
-        fps=fps,
-        smoothing_frames=sp.smoothing_frames,
-        on_threshold=sp.threshold_on,
-        off_threshold=sp.threshold_off,
-        min_ms=sp.min_duration_ms,
-        max_micro_ms=sp.max_duration_ms,
-        refractory_ms=sp.refractory_ms,
-        macro=sp.macro,
-    )
+    """Replay the spotter the live pipeline builds (``spotter_from_config``); per frame: raw
+    score (1 - p(none), minus p(macro) for a model with the macro class, as the spotter
+    scores it), smoothed score, baseline (NaN until set)."""
+    spotter = spotter_from_config(labels, fps, sp)
     score = 1.0 - probs[:, labels.index("none")]
+    if MACRO_LABEL in labels:
+        score = score - probs[:, labels.index(MACRO_LABEL)]
     base = np.full(len(ts), np.nan)
     for i, (t, p) in enumerate(zip(ts, probs, strict=True)):
         spotter.update(0, float(t), p)
