@@ -31,7 +31,7 @@ import numpy as np
 from edge_mer.convert.experiment.jobs import read_json, write_json
 from edge_mer.errors import DataError, InputError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: gray crops are converted before they are resized (other pixels)
 FACE_MARGIN = 0.2
 Say = Callable[[str], None]
 

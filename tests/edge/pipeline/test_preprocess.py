@@ -157,3 +157,43 @@ def test_same_box_and_buffer_as_the_last_call_still_follow_the_frame():
         pre(np.zeros((3, 3, 3), np.uint8), box, out=out)
     with pytest.raises(DataError, match="dtype"):
         pre(np.zeros((40, 50, 3), np.float32), box, out=out)
+
+
+@pytest.mark.parametrize("src_ch", [3, 4])
+@pytest.mark.parametrize("box", [None, (13, 7, 61, 45), (0, 0, 17, 9), (50, 30, 200, 200)])
+def test_to_gray_converts_the_crop_then_resizes_it(src_ch, box):
+    # The pixels are defined as OpenCV's: gray of the crop, then the gray crop resized
+    # (INTER_AREA when shrinking, INTER_LINEAR when enlarging), whatever the cache holds.
+    rng = np.random.default_rng(src_ch)
+    frame = rng.integers(0, 256, (72, 96, src_ch), dtype=np.uint8)
+    code = cv2.COLOR_BGR2GRAY if src_ch == 3 else cv2.COLOR_BGRA2GRAY
+    x, y, w, h = box if box is not None else (0, 0, 96, 72)
+    crop = frame[y : min(y + h, 72), x : min(x + w, 96)]
+    pre = FramePreprocessor(24, 32, 1)
+    out = np.empty((24, 32, 1), np.uint8)
+    for _ in range(2):  # the plan and its scratch are made, then reused
+        pre(frame, box, out=out)
+        gray = cv2.cvtColor(crop, code)
+        shrink = gray.shape[0] >= 24 and gray.shape[1] >= 32
+        inter = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        assert (out[:, :, 0] == cv2.resize(gray, (32, 24), interpolation=inter)).all()
+
+
+def test_to_rgb_resizes_then_swaps_and_that_commutes():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    box = (11, 5, 77, 70)
+    crop = frame[5:75, 11:88]
+    out = FramePreprocessor(32, 32, 3)(frame, box)
+    small = cv2.resize(crop, (32, 32), interpolation=cv2.INTER_AREA)
+    assert (out == cv2.cvtColor(small, cv2.COLOR_BGR2RGB)).all()
+    big = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    assert (out == cv2.resize(big, (32, 32), interpolation=cv2.INTER_AREA)).all()
+
+
+def test_scratch_buffers_stay_bounded_with_many_box_sizes():
+    pre = FramePreprocessor(8, 8, 1)
+    frame = np.zeros((200, 200, 3), np.uint8)
+    for size in range(20, 120):
+        pre(frame, (0, 0, size, size))
+    assert len(pre._scratch) <= 16 and len(pre._plans) <= 16
