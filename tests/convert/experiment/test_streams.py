@@ -281,3 +281,32 @@ def test_a_prediction_of_the_extra_classes_is_a_miss_never_dropped(tmp_path: Pat
         job_rows(_job_folder(tmp_path / "b", predicted, None), "m", 0, "loso", LABELS)
     with pytest.raises(BrokenJob, match="predicts 'macro'"):
         job_rows(_job_folder(tmp_path / "c", predicted, [*LABELS, "none"]), "m", 0, "loso", LABELS)
+
+
+def test_a_jobs_own_stream_cache_gives_the_shared_caches_streams(
+    with_streams: Path, tmp_path: Path
+) -> None:
+    """Frame cache off (benchmarks): each job decodes its streams itself, to the same data."""
+    import numpy as np
+
+    from edge_mer.convert.experiment.backends import Context
+    from edge_mer.convert.experiment.fold import _streams
+
+    study = load_study(_study(with_streams, tmp_path))
+    p = plan(study)
+    job = p.jobs[0]
+    private = {"specs": p.specs, "roots": {k: str(v) for k, v in study.data.items()}}
+    own = Context("x:y", str(tmp_path), options={"private_cache": private})
+    shared = Context(
+        "x:y",
+        str(tmp_path),
+        options={"stream_caches": runner.build_stream_caches(p, tmp_path / "c", 1, print)},
+    )
+    labels = [*LABELS, "none"]
+    (tmp_path / "w").mkdir()
+    a, rec = _streams(job, own, study, labels, tmp_path / "w")
+    b, _ = _streams(job, shared, study, labels, tmp_path)
+    assert rec["subjects"] == sorted(job.fold.train_subjects) == [s.subject for s in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.name == y.name and x.events == y.events and np.array_equal(x.frames, y.frames)
+    assert {e.label for s in a for e in s.events if e.kind == "micro"} <= set(LABELS)
