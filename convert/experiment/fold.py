@@ -99,7 +99,7 @@ def _stream_reader(job: Job, ctx: Context, study: Study, work: Path) -> Any:
     spec = private["specs"][job.model]
     folders = [
         stream_cache.build(work / "cache", name, Path(private["roots"][name]), spec)
-        for name in stream_cache.training_datasets(study.protocol.kind, study.protocol)
+        for name in stream_cache.training_datasets(study.protocol)
     ]
     return stream_cache.StreamReader(folders)
 

@@ -43,23 +43,22 @@ BACKGROUND = "none"  # the class a stream's background windows carry (edge-mer t
 Say = Callable[[str], None]
 
 
-def training_datasets(kind: str, protocol: Any) -> list[str]:
+def training_datasets(protocol: Any) -> list[str]:
     """The datasets whose subjects train in some fold of the protocol (their streams are
     needed); a cross study's test datasets never train, so their streams are never read."""
-    if kind == "cross":
+    if protocol.kind == "cross":
         return [str(protocol.train)]
     return list(protocol.dataset_names())
 
 
 def subject_key(dataset: str, text: str) -> str:
     """A stream's subject as the dataset's reader keys its clips' subjects: ``casme2/01``
-    for "1", "01" or "sub01"; ``samm/006`` for "6"; others as written."""
+    for "1", "01" or "sub01"; ``samm/006`` for "6"; others (SMIC's ``s3``, CAS(ME)^3's
+    ``spNO.1``) as written, as their readers keep them."""
     from edge_mer.calibration.datasets import casme2, samm
 
-    normalise = {"casme2": casme2.subject_id, "casme3": casme2.subject_id}.get(dataset)
-    if dataset == "samm":
-        normalise = samm.subject_id
-    value = normalise(text) if normalise else text.strip()
+    normalise = {"casme2": casme2.subject_id, "samm": samm.subject_id}.get(dataset, str.strip)
+    value = normalise(text)
     return f"{dataset}/{value}"
 
 
@@ -78,7 +77,7 @@ def check_study_streams(study: Any, samples: dict[str, Any], say: Say) -> dict[s
 
     label_map = stream_label_map(study)
     found: dict[str, list[str]] = {}
-    for name in training_datasets(study.protocol.kind, study.protocol):
+    for name in training_datasets(study.protocol):
         root = Path(study.data[name])
         coded = find_streams(root)  # a broken streams.csv: DataError naming the file and row
         if not coded:

@@ -216,7 +216,7 @@ def test_stream_subjects_are_keyed_as_the_readers_key_clips() -> None:
     key = stream_cache.subject_key
     assert key("casme2", "1") == key("casme2", "sub01") == key("casme2", " 01 ") == "casme2/01"
     assert key("samm", "6") == "samm/006" and key("samm", "006") == "samm/006"
-    assert key("smic-hs", "s3") == "smic-hs/s3"
+    assert key("smic-hs", "s3") == "smic-hs/s3" and key("casme3", " spNO.1") == "casme3/spNO.1"
 
 
 def test_the_stream_cache_is_reused_and_rebuilds_a_changed_stream(
