@@ -2,7 +2,10 @@
 
 1. Clips come from the frame cache (:mod:`~edge_mer.convert.experiment.cache`).
 2. Two-stage training (:func:`edge_mer.convert.train.fit`, or the model's ``train_fn``), with
-   ``selection = inner-val`` choosing the epoch on the fold's validation subjects.
+   ``selection = inner-val`` choosing the epoch on the fold's validation subjects; with
+   ``[train] streams = true`` also on the streams of the fold's training subjects (from the
+   stream cache, :mod:`~edge_mer.convert.experiment.streams`), which adds the background
+   class ``none`` (and ``macro``) and chooses the spotter's settings on those streams.
 3. The checkpoint goes through :func:`edge_mer.convert.pipeline.convert`, the code of
    ``edge-mer convert --int8``, calibrated on clips of the fold's training subjects only.
 4. Every test sample is scored by PyTorch (``forward`` over its window), and by ONNX Runtime
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_mer.convert.experiment import streams as stream_cache
 from edge_mer.convert.experiment.backends import Context
 from edge_mer.convert.experiment.cache import CacheReader
 from edge_mer.convert.experiment.jobs import Job, fail, finish, scratch, write_json
@@ -71,8 +75,14 @@ def _train_clips(reader: CacheReader, ids: tuple[str, ...]) -> list[Any]:
     return clips
 
 
+def model_labels(study: Study, labels: list[str]) -> list[str]:
+    """The model's classes: the protocol's, then with streams the background class."""
+    bg = stream_cache.BACKGROUND
+    return [*labels, bg] if study.train.streams and bg not in labels else list(labels)
+
+
 def _model_config(study: Study, m: ModelSection, labels: list[str]) -> dict[str, Any]:
-    cfg = {**m.config, "labels": list(labels)}
+    cfg = {**m.config, "labels": model_labels(study, labels)}
     if m.arch is not None:
         cfg["arch"] = m.arch
     if study.protocol.fps:
@@ -80,10 +90,45 @@ def _model_config(study: Study, m: ModelSection, labels: list[str]) -> dict[str,
     return cfg
 
 
+def _stream_reader(job: Job, ctx: Context, study: Study, work: Path) -> Any:
+    """The shared stream cache, or (frame cache off) one of this job's own."""
+    caches = ctx.options.get("stream_caches")
+    if caches is not None:
+        return stream_cache.StreamReader([Path(p) for p in caches[job.model]])
+    private = ctx.options["private_cache"]
+    spec = private["specs"][job.model]
+    folders = [
+        stream_cache.build(work / "cache", name, Path(private["roots"][name]), spec)
+        for name in stream_cache.training_datasets(study.protocol)
+    ]
+    return stream_cache.StreamReader(folders)
+
+
+def _streams(
+    job: Job, ctx: Context, study: Study, labels: list[str], work: Path
+) -> tuple[list[Any], dict[str, Any]]:
+    """The fold's training subjects' streams, and what the job records of them."""
+    t0 = time.perf_counter()
+    reader = _stream_reader(job, ctx, study, work)
+    found = stream_cache.fold_streams(
+        job.fold, reader, labels, stream_cache.stream_label_map(study)
+    )
+    frames = sum(len(s.frames) for s in found)
+    record = {
+        "subjects": sorted({s.subject for s in found}),
+        "streams": len(found),
+        "frames": frames,
+        "video_seconds": round(sum(len(s.frames) / s.fps for s in found), 2),
+        "megabytes": round(sum(s.frames.nbytes for s in found) / 2**20, 1),  # mapped, shared
+        "load_seconds": round(time.perf_counter() - t0, 3),
+    }
+    return found, record
+
+
 def _train(
-    job: Job, ctx: Context, study: Study, m: ModelSection, reader: CacheReader
-) -> tuple[Any, list[Any]]:
-    """(the trained model's TrainResult, the training clips)."""
+    job: Job, ctx: Context, study: Study, m: ModelSection, reader: CacheReader, work: Path
+) -> tuple[Any, list[Any], dict[str, Any] | None]:
+    """(the trained model's TrainResult, the training clips, the streams' record or None)."""
     from edge_mer.convert.checkpoint import _load_factory
     from edge_mer.convert.train import TrainOptions, fit
 
@@ -105,7 +150,19 @@ def _train(
         raise EdgeMerError(f"fold {job.fold.id}: no validation subjects for selection inner-val")
     config = _model_config(study, m, ctx.options["labels"])
     fn = _load_factory(m.train_fn) if m.train_fn else fit
-    return fn(train, config, options=opts, validation=validation, factory=m.factory), train
+    if not t.streams:
+        result = fn(train, config, options=opts, validation=validation, factory=m.factory)
+        return result, train, None
+    from edge_mer.convert.train_folder import with_macro_class
+
+    streams, record = _streams(job, ctx, study, config["labels"], work)
+    config = with_macro_class(config, m.config, m.factory, config["labels"], streams)
+    stream_cache.check_fold_streams(job.fold, streams)  # what reaches training, asserted
+    result = fn(
+        train, config, options=opts, validation=validation, factory=m.factory, streams=streams
+    )
+    record["labels"] = list(config["labels"])
+    return result, train, record
 
 
 def _convert(study: Study, m: ModelSection, result: Any, work: Path, train_clips: list) -> Any:
@@ -200,12 +257,18 @@ def _score(
     }
 
 
-def _record(job: Job, reader: CacheReader, calib_subjects: list[str]) -> dict[str, Any]:
+def _record(
+    job: Job, reader: CacheReader, calib_subjects: list[str], bundle: Any, streams: dict | None
+) -> dict[str, Any]:
     return {
         "fold": job.fold.to_json(),
         "model": job.model,
         "seed": job.seed,
         "calibration_subjects": calib_subjects,
+        "stream_subjects": streams["subjects"] if streams else [],
+        # The model's classes: the protocol's, and with streams "none" (and "macro"), whose
+        # predictions count as misses (results.py).
+        "model_labels": list(bundle.labels),
         "test_samples": [
             {
                 "sample": s,
@@ -249,11 +312,11 @@ def run_fold(job: Job, ctx: Context) -> dict[str, Any]:
         m = next(x for x in study.model if x.name == job.model)
         with scratch(job, out) as work:
             reader = _reader(job, ctx, work)
-            result, train_clips = _train(job, ctx, study, m, reader)
+            result, train_clips, streams = _train(job, ctx, study, m, reader, work)
             calib_subjects = sorted({c.subject for c in train_clips})
             bundle = _convert(study, m, result, work, train_clips)
             preds = _score(job, ctx, result, bundle, reader)
-            write_json(work / "fold.json", _record(job, reader, calib_subjects))
+            write_json(work / "fold.json", _record(job, reader, calib_subjects, bundle, streams))
             with open(work / "predictions.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["sample", "runtime", "predicted"])
@@ -272,6 +335,10 @@ def run_fold(job: Job, ctx: Context) -> dict[str, Any]:
                 "training": result.summary,
                 "verification": bundle.manifest.get("verification"),
             }
+            if streams is not None:
+                # Chosen on the fold's training subjects' streams; the bundle's manifest
+                # carries the same settings (convert copies them from the checkpoint).
+                summary["streams"] = {**streams, "spotter": bundle.manifest.get("spotter")}
             write_json(work / "metrics.json", summary)
             shutil.rmtree(work / "cache", ignore_errors=True)  # a job's own cache (benchmarks)
             finish(job, work, {k: summary[k] for k in ("seconds", "ms_per_frame", "bundle_mb")})

@@ -1,7 +1,8 @@
 """Figures of a study (``edge-mer experiment report --plots DIR``; matplotlib, extra ``plots``).
 
 - ``confusion-<model>-<runtime>.png``: row-normalised confusion matrix of the pooled
-  predictions (rows = true label, columns = predicted label), over every seed.
+  predictions (rows = true label, columns = predicted label), over every seed; a row's
+  share predicted as a class outside the protocol's (a miss) is what its cells lack of 1.
 - ``accuracy-vs-latency.png``: pooled INT8 UF1 (mean over seeds, error bar = std) against
   the INT8 encoder + step milliseconds per frame measured on the machine that ran the jobs.
 """
@@ -36,7 +37,12 @@ def confusion_pngs(results: dict[str, Any], folder: Path) -> list[Path]:
         if entry["test"] != ALL:
             continue
         total = np.sum([np.asarray(s["confusion"]) for s in entry["seeds"].values()], axis=0)
+        # Predictions of a class outside the protocol's (streams' "none"/"macro") are
+        # misses: they count in a row's total, in no column.
         rows = total.sum(axis=1, keepdims=True)
+        for s in entry["seeds"].values():
+            for counts in s.get("outside", {}).values():
+                rows = rows + np.asarray(counts).reshape(-1, 1)
         norm = np.divide(total, rows, out=np.zeros(total.shape), where=rows > 0)
         fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.1 * len(labels) + 1.5))
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)

@@ -144,6 +144,24 @@ def latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str) ->
     )
 
 
+def streams_text(results: dict[str, Any], predictions: Sequence[dict[str, str]]) -> str:
+    """What ``[train] streams = true`` changed, and how often a test sample was predicted
+    as a class outside the protocol's (a miss)."""
+    labels = set(results["labels"])
+    total: dict[str, int] = defaultdict(int)
+    out: dict[str, int] = defaultdict(int)
+    for r in predictions:
+        total[r["runtime"]] += 1
+        out[r["runtime"]] += r["predicted"] not in labels
+    counts = ", ".join(f"{RUNTIME_NAMES.get(k, k)} {out[k]} of {total[k]}" for k in sorted(total))
+    return (
+        "Training: clips and the streams of each fold's training subjects (never a validation "
+        "or test subject's); the models also output the background class 'none' (and 'macro' "
+        "where the streams hold macro-expressions), and a test sample predicted as one of "
+        f"those counts as a miss of its true class ({counts or 'none yet'})."
+    )
+
+
 def render(
     results: dict[str, Any],
     study: dict[str, Any],
@@ -160,6 +178,8 @@ def render(
         f"({', '.join(str(s) for s in study['train']['seeds'])})."
     )
     lines.append(SELECTION_TEXT[study["train"]["selection"]])
+    if study["train"].get("streams"):
+        lines.append(streams_text(results, predictions))
     lines.append("")
     for runtime in ("pytorch", "onnxruntime-fp32", "onnxruntime-int8"):
         if not any(r["runtime"] == runtime for r in results["results"]):

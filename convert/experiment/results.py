@@ -8,6 +8,14 @@ broken, not scored. Metrics are pooled: for each (model, runtime, test set, seed
 predictions are scored together (UF1, UAR, WAR); then mean and standard deviation over seeds
 (sample standard deviation, ddof = 1; 0 with one seed). Per-fold figures and the INT8 minus
 FP32 UF1 difference per fold are secondary.
+
+A model may have output classes beyond the protocol's (``[train] streams = true`` adds the
+background class ``none``, and ``macro`` when the streams hold macro-expressions; a job's
+``fold.json`` lists them as ``model_labels``). A test sample whose prediction is such a
+class is a miss: a false negative of its true class and a false positive of no protocol
+class, never dropped. UF1 and UAR stay averages over the protocol's classes, the confusion
+matrix stays the protocol's classes by the protocol's classes, and ``outside`` counts those
+predictions per class of the truth (``{"none": [per protocol class], ...}``).
 """
 
 from __future__ import annotations
@@ -43,12 +51,17 @@ class BrokenJob(Exception):
     """A job folder whose files do not add up (reported, not scored)."""
 
 
-def job_rows(folder: Path, model: str, seed: int, protocol: str) -> list[dict[str, str]]:
-    """The job's predictions joined to its fold record by sample id."""
+def job_rows(
+    folder: Path, model: str, seed: int, protocol: str, labels: Sequence[str]
+) -> list[dict[str, str]]:
+    """The job's predictions joined to its fold record by sample id; a prediction must be
+    one of the model's classes (``model_labels``; the protocol's ``labels`` when the record
+    has none)."""
     record = read_json(folder / "fold.json")
     if record is None:
         raise BrokenJob(f"{folder}: fold.json is missing or unreadable")
     samples = {s["sample"]: s for s in record["test_samples"]}
+    outputs = set(record.get("model_labels") or labels)
     try:
         text = (folder / "predictions.csv").read_text()
     except OSError as exc:
@@ -61,6 +74,11 @@ def job_rows(folder: Path, model: str, seed: int, protocol: str) -> list[dict[st
             raise BrokenJob(f"{folder}: prediction for {sid!r}, which is not a test sample")
         if sid in seen[runtime]:
             raise BrokenJob(f"{folder}: two {runtime} predictions for {sid!r}")
+        if r["predicted"] not in outputs:
+            raise BrokenJob(
+                f"{folder}: {runtime} predicts {r['predicted']!r} for {sid!r}, not one of the "
+                f"model's classes {sorted(outputs)}"
+            )
         seen[runtime].add(sid)
         s = samples[sid]
         rows.append(
@@ -87,16 +105,28 @@ def job_rows(folder: Path, model: str, seed: int, protocol: str) -> list[dict[st
 def pooled(rows: Sequence[dict[str, str]], labels: Sequence[str]) -> dict[str, Any]:
     """UF1/UAR/WAR and the confusion matrix (rows = truth, columns = prediction) of the
     rows' predictions, joined to their labels by sample id
-    (:func:`edge_mer.metrics.pooled_scores`)."""
+    (:func:`edge_mer.metrics.pooled_scores`); predictions outside ``labels`` are misses,
+    counted per true class in ``outside`` (see the module docstring)."""
+    labels = list(labels)
+    bad = next((r for r in rows if r["label"] not in labels), None)
+    if bad is not None:
+        raise BrokenJob(f"label {bad['label']!r} of {bad['sample']!r} is not one of {labels}")
+    extra = sorted({r["predicted"] for r in rows} - set(labels))
     try:
         s = pooled_scores(
             [(r["sample"], r["label"]) for r in rows],
             [(r["sample"], r["predicted"]) for r in rows],
-            labels,
+            [*labels, *extra],  # never in the truth: not averaged, a miss of the true class
         )
     except InputError as exc:
         raise BrokenJob(str(exc)) from None
-    return {k: s[k] for k in ("uf1", "uar", "war", "n", "confusion")}
+    k = len(labels)
+    m = s["confusion"]
+    return {
+        **{key: s[key] for key in ("uf1", "uar", "war", "n")},
+        "confusion": [row[:k] for row in m[:k]],
+        "outside": {name: [row[k + i] for row in m[:k]] for i, name in enumerate(extra)},
+    }
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -129,7 +159,7 @@ def collect(
             (stale if st == "stale" else missing).append(job.key)
             continue
         try:
-            rows += job_rows(folder, job.model, job.seed, protocol)
+            rows += job_rows(folder, job.model, job.seed, protocol, labels)
         except BrokenJob as exc:
             broken.append({"job": job.key, "reason": str(exc)})
             continue

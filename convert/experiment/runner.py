@@ -21,6 +21,7 @@ from typing import Any
 
 from edge_mer import __version__
 from edge_mer.convert.experiment import cache as frame_cache
+from edge_mer.convert.experiment import streams as stream_cache
 from edge_mer.convert.experiment.backends import (
     BACKENDS,
     Context,
@@ -73,6 +74,7 @@ class Plan:
     jobs: list[Job]
     specs: dict[str, frame_cache.CacheSpec] = field(default_factory=dict)  # model -> spec
     missing: list[str] = field(default_factory=list)  # official ids the copies lack
+    streams: dict[str, list[str]] = field(default_factory=dict)  # dataset -> stream subjects
 
 
 def _samples(study: Study) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -140,9 +142,15 @@ def _spec(study: Study, m: Any, labels: list[str]) -> frame_cache.CacheSpec:
     cfg = _model_config(study, m, labels)
     try:
         model = build_model(cfg, m.factory)
-        inp, _, _ = model_spec(model, m.factory or m.arch or m.name)
+        inp, outputs, _ = model_spec(model, m.factory or m.arch or m.name)
     except InputError as exc:
         raise InputError(f"model {m.name!r}: {exc}") from None
+    if study.train.streams and stream_cache.BACKGROUND not in outputs:
+        raise InputError(
+            f"model {m.name!r} has the classes {list(outputs)}: training on streams needs "
+            f"the background class {stream_cache.BACKGROUND!r} the study adds to "
+            "config['labels'] (take the labels from there), or set [train] streams = false"
+        )
     return frame_cache.CacheSpec(
         int(inp["height"]),
         int(inp["width"]),
@@ -152,13 +160,20 @@ def _spec(study: Study, m: Any, labels: list[str]) -> frame_cache.CacheSpec:
     )
 
 
-def plan(study: Study) -> Plan:
+def plan(study: Study, say: Say | None = None) -> Plan:
+    say = say or (lambda _m: None)
     samples, labels, missing = _samples(study)
     folds = _folds(study, samples)
     check_folds(folds)
     jobs = expand([m.name for m in study.model], study.train.seeds, folds, study.digest())
     specs = {m.name: _spec(study, m, labels) for m in study.model}
-    return Plan(study, labels, samples, folds, jobs, specs, missing)
+    streams = {}
+    if study.train.streams:  # before any job: one line if the streams cannot be used
+        for m in study.model:
+            if m.train_fn:
+                stream_cache.check_train_fn(m.name, m.train_fn)
+        streams = stream_cache.check_study_streams(study, samples, say)
+    return Plan(study, labels, samples, folds, jobs, specs, missing, streams)
 
 
 def _prepare_out(out: Path, study: Study, resume: bool) -> None:
@@ -219,6 +234,20 @@ def build_caches(p: Plan, folder: Path, workers: int, say: Say) -> dict[str, lis
     return out
 
 
+def build_stream_caches(p: Plan, folder: Path, workers: int, say: Say) -> dict[str, list[str]]:
+    """One stream cache per (training dataset, input spec); returns model -> its folders."""
+    built: dict[tuple[str, frame_cache.CacheSpec], str] = {}
+    out: dict[str, list[str]] = {}
+    for model, spec in p.specs.items():
+        for dataset in sorted(p.streams):
+            if (dataset, spec) not in built:
+                root = p.study.data[dataset]
+                path = stream_cache.build(folder, dataset, root, spec, workers=workers, say=say)
+                built[(dataset, spec)] = str(path)
+            out.setdefault(model, []).append(built[(dataset, spec)])
+    return out
+
+
 def run_study(
     study_path: Path,
     opts: RunOptions,
@@ -236,7 +265,7 @@ def run_study(
         check_address(address)  # before any work: a dead cluster is one line, exit 1
     study = load_study(study_path)
     started = time.perf_counter()
-    p = plan(study)
+    p = plan(study, say)
     _prepare_out(opts.out, study, opts.resume)
     save_jobs(opts.out, p.jobs, p.labels, p.missing)
     swept = sweep_scratch(opts.out)
@@ -244,9 +273,15 @@ def run_study(
         say(f"removed {swept} unfinished job folder(s) of an earlier run")
     threads = threads_per_job(opts.jobs)
     private = None
+    stream_caches = None
     if opts.frame_cache:
-        caches = build_caches(p, opts.cache or opts.out / "cache", opts.jobs * threads, say)
-    else:  # benchmarks: every job decodes its own clips
+        folder = opts.cache or opts.out / "cache"
+        caches = build_caches(p, folder, opts.jobs * threads, say)
+        if study.train.streams:
+            t0 = time.perf_counter()
+            stream_caches = build_stream_caches(p, folder, opts.jobs * threads, say)
+            log.info("stream caches ready in %.1f s", time.perf_counter() - t0)
+    else:  # benchmarks: every job decodes its own clips (and streams)
         caches = None
         private = {
             "samples": {k: (v.sample, v.label) for k, v in p.samples.items()},
@@ -268,6 +303,7 @@ def run_study(
             "study": json.loads(study.model_dump_json()),
             "labels": p.labels,
             "caches": caches,
+            "stream_caches": stream_caches,
             "private_cache": private,
             "feature_cache": opts.feature_cache,
         },

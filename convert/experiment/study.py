@@ -17,6 +17,7 @@ cnn_epochs = 8
 head_epochs = 30
 seeds = [0, 1, 2]
 selection = "inner-val"     # inner-val | fixed
+streams = false             # true: also train on ROOT/streams/ (training subjects' only)
 [deploy]
 int8 = true
 ```
@@ -187,6 +188,16 @@ class TrainSection(TomlModel):
         "validation subjects; fixed: the last epoch. Nothing ever looks at test subjects.",
     )
 
+    streams: bool = Field(
+        False,
+        description="Also train on the continuous streams in each training dataset's "
+        "ROOT/streams/ (edge-mer synth --subject-streams; one video per subject with its "
+        "coded events): the background class 'none' (and 'macro' when they hold "
+        "macro-expressions) learns what a stream holds between micro-expressions, and the "
+        "spotter's settings are chosen on them. Only the fold's training subjects' streams "
+        "are read; the protocol's classes alone are scored.",
+    )
+
     @field_validator("selection")
     @classmethod
     def _honest(cls, v: str) -> str:
@@ -261,6 +272,8 @@ class Study(TomlModel):
         editing the model redoes them.
         """
         body = self.model_dump(mode="json", exclude={"data": True, "study": True})
+        if not body["train"]["streams"]:
+            del body["train"]["streams"]  # off: the digest of a study from before the key
         for m in body["model"]:
             for key in ("factory", "train_fn"):
                 ref = m.get(key)

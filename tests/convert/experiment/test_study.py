@@ -37,6 +37,20 @@ def test_digest_ignores_roots_but_not_what_is_computed(write_study, tmp_path: Pa
     assert load_study(tmp_path / "moved2.toml").digest() == a.digest()
 
 
+def test_streams_off_keeps_the_digest_and_on_changes_every_job_hash(write_study) -> None:
+    from edge_mer.convert.experiment.jobs import FoldSpec, Job
+
+    off = load_study(write_study())
+    # This study's digest before [train] streams existed (main at 63d6948): studies that
+    # do not turn it on keep their digests, job hashes and --resume.
+    assert off.digest() == "429d45108a30b34b"
+    assert load_study(write_study("off.toml", extra="streams = false")).digest() == off.digest()
+    on = load_study(write_study("on.toml", extra="streams = true"))
+    assert on.train.streams and on.digest() != off.digest()
+    fold = FoldSpec("casme2_01", ("casme2/02",), (), ("casme2/01",), ("a",), (), ("b",))
+    assert Job("lstm", 0, fold, on.digest()).hash != Job("lstm", 0, fold, off.digest()).hash
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
@@ -89,5 +103,5 @@ def test_a_protocol_dataset_without_a_root_is_named(write_study) -> None:
 def test_keys_lists_every_key_with_its_description() -> None:
     res = CliRunner().invoke(app, ["experiment", "keys"])
     assert res.exit_code == 0, res.output
-    for key in ("protocol.kind", "train.selection", "deploy.int8", "protocol.fps", "data"):
+    for key in ("protocol.kind", "train.selection", "train.streams", "deploy.int8", "data"):
         assert key in res.output
