@@ -136,7 +136,8 @@ class ModelSection(TomlModel):
     train_fn: str | None = Field(
         None,
         description="Your training function FILE.py:function, called as "
-        "fn(model, train, validation, options) -> model (see README).",
+        "fn(train, config, *, options, validation, factory[, streams]) -> TrainResult "
+        "(see README).",
     )
 
     @field_validator("name")
