@@ -46,6 +46,47 @@ C="$WORK/convert/bin/edge-mer"
     "$C" convert model.safetensors --out bundle --int8 --calib clips/casme2
 )
 
+step "[convert]: edge-mer experiment, LOSO with [train] streams = true (training subjects' streams only)"
+"$C" synth --out "$WORK/exp" --layout casme2 --subjects 3 --clips-per-emotion 2 --size 32 \
+    --subject-streams 10
+cat > "$WORK/study.toml" <<EOF
+[study]
+name = "smoke"
+[data]
+casme2 = "$WORK/exp/casme2"
+[protocol]
+kind = "loso"
+dataset = "casme2"
+label_map = "megc3"
+face = "none"
+[[model]]
+name = "lstm"
+arch = "cnn_lstm"
+config = { input = { height = 32, width = 32, channels = 1, fps = 50.0, window = 6 }, cnn = "small", width_mult = 0.5, feature_dim = 16, hidden = 16 }
+[train]
+cnn_epochs = 1
+head_epochs = 2
+selection = "fixed"
+streams = true
+[deploy]
+int8 = true
+calib_clips = 4
+EOF
+"$C" experiment run "$WORK/study.toml" --out "$WORK/study-out"
+"$WORK/convert/bin/python" - "$WORK/study-out" <<'EOF'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+jobs = sorted(p.parent for p in out.glob("*/seed=*/fold=*/DONE.json"))
+assert len(jobs) == 3, jobs  # LOSO over the 3 synthetic subjects
+for job in jobs:
+    fold = json.loads((job / "fold.json").read_text())["fold"]
+    used = json.loads((job / "metrics.json").read_text())["streams"]["subjects"]
+    assert used == sorted(fold["train_subjects"]), (used, fold)
+    assert not set(used) & set(fold["test_subjects"]), "a test subject's stream"
+    assert "none" in json.loads((job / "bundle" / "manifest.json").read_text())["labels"]
+print("experiment: every fold trained on its training subjects' streams only")
+EOF
+
 step "[pi]: the device install, no torch (doctor, inspect, run, bench, spot-eval, validate-config, install-service)"
 "$PYTHON" -m venv "$WORK/pi"
 pipq "$WORK/pi/bin/pip" install "$WHEEL[pi]"
