@@ -258,6 +258,16 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _meta_json(raw: str, key: str, checkpoint: Path) -> Any:
+    """A safetensors metadata value that holds JSON, or one line naming the key."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r}: metadata {key!r} is not JSON"
+        ) from None
+
+
 def load_model(
     checkpoint: Path,
     *,
@@ -275,12 +285,7 @@ def load_model(
     config: dict[str, Any] = {}
     raw_cfg = meta.get(CONFIG_METADATA_KEY)
     if isinstance(raw_cfg, str):
-        try:
-            config = json.loads(raw_cfg)
-        except json.JSONDecodeError:
-            raise CheckpointError(
-                f"checkpoint {str(checkpoint)!r}: metadata {CONFIG_METADATA_KEY!r} is not JSON"
-            ) from None
+        config = _meta_json(raw_cfg, CONFIG_METADATA_KEY, checkpoint)
     elif isinstance(raw_cfg, dict):
         config = raw_cfg
     if config_path is None:
@@ -317,12 +322,7 @@ def load_model(
     spotter = None
     raw_spotter = meta.get(SPOTTER_METADATA_KEY)
     if isinstance(raw_spotter, str):
-        try:
-            spotter = json.loads(raw_spotter)
-        except json.JSONDecodeError:
-            raise CheckpointError(
-                f"checkpoint {str(checkpoint)!r}: metadata {SPOTTER_METADATA_KEY!r} is not JSON"
-            ) from None
+        spotter = _meta_json(raw_spotter, SPOTTER_METADATA_KEY, checkpoint)
     return LoadedModel(
         model,
         config,

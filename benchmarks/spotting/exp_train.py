@@ -41,6 +41,7 @@ from exp_models import build
 from edge_mer.calibration.labels import MEGC3_WITH_BACKGROUND
 from edge_mer.convert.checkpoint import save_checkpoint
 from edge_mer.convert.models import DEFAULT_CONFIG
+from edge_mer.convert.train_data import jitter  # the trainer's per-frame shift and gain
 
 LABELS = ["none", "positive", "negative", "surprise"]
 DEMO = {**DEFAULT_CONFIG, "input": {**DEFAULT_CONFIG["input"], "window": 12}, "pool": 4}
@@ -223,23 +224,6 @@ def appearance(x: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> 
     f = (f - 0.5) * gain + 0.5 + bias
     out = (f.clamp(0, 1) * 255).round().to(torch.uint8)
     return out.reshape(b, k, c, h, w).permute(0, 1, 3, 4, 2)
-
-
-def jitter(frames: torch.Tensor, gen: torch.Generator, shift: int) -> torch.Tensor:
-    """The reference trainer's per-frame shift (edges replicated) and 5 % gain."""
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    n, h, w, _ = flat.shape
-    padded = nn.functional.pad(flat.permute(0, 3, 1, 2).float(), (shift,) * 4, mode="replicate")
-    offs = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen)
-    out = torch.stack(
-        [
-            padded[i, :, int(dy) : int(dy) + h, int(dx) : int(dx) + w]
-            for i, (dy, dx) in enumerate(offs)
-        ]
-    )
-    gain = 1.0 + 0.1 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
-    out = (out * gain).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-    return out.reshape(frames.shape)
 
 
 # ---------------------------------------------------------------- fitting
