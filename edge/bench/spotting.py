@@ -96,11 +96,11 @@ class SpotStream:
 
 
 class ProbabilityTrace:
-    """Stands in for the pipeline's :class:`Spotter`: records every ``update`` call (track,
-    capture time as passed, class probabilities) in growing arrays, then delegates.
-
-    The live pipeline calls ``update``, ``forget`` and ``flush``; anything else is the
-    wrapped spotter's. Recording copies the probabilities (the pipeline reuses its buffer).
+    """Records every ``update`` call of a :class:`Spotter` (track, capture time as passed,
+    class probabilities) in growing arrays: install :meth:`record` as the spotter's ``tap``
+    (the live pipeline's spotter stays the pipeline's own, compiled or not), or call
+    :meth:`update`, which records and delegates. Anything else is the wrapped spotter's.
+    Recording copies the probabilities (the pipeline reuses its buffer).
     """
 
     def __init__(self, spotter: Spotter, lag_s: float, capacity: int = 4096) -> None:
@@ -112,6 +112,11 @@ class ProbabilityTrace:
         self.n = 0
 
     def update(self, track: Hashable, ts: float, probs: np.ndarray) -> list[Event]:
+        self.record(track, ts, probs)
+        return self.spotter.update(track, ts, probs)
+
+    def record(self, track: Hashable, ts: float, probs: Any) -> None:
+        """Keep one call's arguments (what the spotter's ``tap`` is given)."""
         n = self.n
         if n == len(self._ts):
             self._ts = np.concatenate([self._ts, np.zeros_like(self._ts)])
@@ -120,7 +125,6 @@ class ProbabilityTrace:
         self._probs[n] = probs
         self._tracks.append(track)
         self.n = n + 1
-        return self.spotter.update(track, ts, probs)
 
     def forget(self, track: Hashable) -> None:
         self.spotter.forget(track)
@@ -205,7 +209,7 @@ def run_stream(
     cfg = make_config(bundle, stream, spotter=spotter, runner=runner, events=events)
     with LivePipeline(cfg, encoder_graph=encoder_graph) as pipeline:
         trace = ProbabilityTrace(pipeline.spotter, pipeline.lag_s)
-        pipeline.spotter = trace  # type: ignore[assignment]
+        pipeline.spotter.tap = trace.record
         src_fps = getattr(pipeline.source, "fps", None)
         limit = round(stream.seconds * src_fps) if src_fps else None
         why = run_until(pipeline, frames=limit)

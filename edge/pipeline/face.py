@@ -13,7 +13,8 @@ input buffer with :class:`edge_mer.pipeline.preprocess.FramePreprocessor` (``out
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +36,11 @@ class Box:
     w: int
     h: int
     score: float = 1.0
+    # (x, y, w, h), made once: a crop is looked up by this very tuple every frame.
+    _xywh: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_xywh", (self.x, self.y, self.w, self.h))
 
     def iou(self, other: Box) -> float:
         ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
@@ -53,8 +59,8 @@ class Box:
     def expanded(self, margin: float, frame_hw: tuple[int, int], square: bool = True) -> Box:
         """The box grown by ``margin`` of its size on each side (square if asked), clipped."""
         fh, fw = frame_hw
-        w = h = max(self.w, self.h) if square else 0
-        w, h = (w or self.w) * (1 + 2 * margin), (h or self.h) * (1 + 2 * margin)
+        side = max(self.w, self.h) if square else 0
+        w, h = (side or self.w) * (1 + 2 * margin), (side or self.h) * (1 + 2 * margin)
         cx, cy = self.x + self.w / 2, self.y + self.h / 2
         x0, y0 = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
         x1, y1 = min(fw, round(cx + w / 2)), min(fh, round(cy + h / 2))
@@ -62,10 +68,7 @@ class Box:
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         """``(x, y, w, h)``; the same tuple every call (a crop is looked up by it per frame)."""
-        t = self.__dict__.get("_xywh")
-        if t is None:
-            t = self.__dict__["_xywh"] = (self.x, self.y, self.w, self.h)
-        return t
+        return self._xywh
 
 
 class Detector(Protocol):
@@ -162,8 +165,8 @@ class RoiDetector:
 
     needs_pixels = False
 
-    def __init__(self, roi: tuple[int, int, int, int]) -> None:
-        x, y, w, h = roi
+    def __init__(self, roi: Sequence[int]) -> None:
+        x, y, w, h = (int(v) for v in roi)
         if w <= 0 or h <= 0 or x < 0 or y < 0:
             raise InputError(f"face.roi {list(roi)!r} must be [x, y, w, h] with w, h > 0")
         self.box = Box(x, y, w, h)
@@ -257,6 +260,7 @@ class FaceStage:
         self._pixels = getattr(detector, "needs_pixels", True)
         self._shape: tuple[int, ...] | None = None  # see _unchanged
         self.detections = self.relocks = 0
+        self.full_updates = 0  # detections that ran the full track update (not the shortcut)
 
     def _to_gray(self, image: np.ndarray) -> np.ndarray:
         if image.ndim == 2:
@@ -307,6 +311,7 @@ class FaceStage:
 
     def _update(self, boxes: list[Box], frame_hw: tuple[int, int]) -> None:
         self.detections += 1
+        self.full_updates += 1
         self._shape = None  # set again below when this update can be skipped next time
         unmatched = list(boxes)
         for track in self.tracks:

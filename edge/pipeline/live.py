@@ -35,7 +35,7 @@ from edge_mer.pipeline.resample import FrameResampler
 from edge_mer.pipeline.ring import CaptureThread, exponential_backoff
 from edge_mer.pipeline.sinks import JsonlSink, MultiSink, Sink, StdoutSink
 from edge_mer.pipeline.sources import SourceEnded, make_source
-from edge_mer.pipeline.spotter import spotter_from_config
+from edge_mer.pipeline.spotter import Event, Spotter, spotter_from_config
 from edge_mer.pipeline.state_cache import StateCache, rows_per_track
 from edge_mer.pipeline.telemetry import RuntimeMetrics
 from edge_mer.runners import select_runner
@@ -282,7 +282,7 @@ class LivePipeline:
             t5 = perf()
             self.last_inference = time.monotonic()
             self.model_frames += 1
-            closed = self._spot(ids, logits, ready, ts - self.lag_s)
+            closed = spot(self.spotter, self._f32, ids, logits, ready, ts - self.lag_s)
             t6 = end = perf()
             if closed:
                 for event in closed:
@@ -294,25 +294,6 @@ class LivePipeline:
         finally:
             self.capture.release(slot)
 
-    def _spot(self, ids: list[int], logits: np.ndarray, ready: np.ndarray, ts: float) -> list:
-        """Softmax of each ready track's logits, then the spotter. A handful of classes:
-        plain floats cost less than numpy's per-call overhead. The probabilities are
-        rounded to float32, as the model's outputs always were (spot-eval records them as
-        float32 and replays them: the same values give the same events)."""
-        closed: list = []
-        rows, flags = logits.tolist(), ready.tolist()
-        exp, update, f32 = math.exp, self.spotter.update, self._f32
-        for i, tid in enumerate(ids):
-            if flags[i]:
-                row = rows[i]
-                top = max(row)
-                e = [exp(x - top) for x in row]
-                inv = 1.0 / sum(e)
-                events = update(tid, ts, f32.unpack(f32.pack(*[x * inv for x in e])))
-                if events:
-                    closed.extend(events)
-        return closed
-
     def status(self) -> str:
         """One line for systemd's STATUS=."""
         st = self.capture.stats()
@@ -321,6 +302,34 @@ class LivePipeline:
             f"drops {st.drops}, reconnects {st.reconnects}, events {self.events}, "
             f"faces {len(self.face.tracks)}, runner {self.selection.kind}"
         )
+
+
+def spot(
+    spotter: Spotter,
+    f32: struct.Struct,
+    ids: list[int],
+    logits: np.ndarray,
+    ready: np.ndarray,
+    ts: float,
+) -> list[Event]:
+    """Softmax of each ready track's logits (row ``i`` is track ``ids[i]``), then the
+    spotter; the events this frame closed. A handful of classes: plain floats cost less
+    than numpy's per-call overhead. The probabilities are rounded to float32 (``f32``
+    packs K of them), as the model's outputs always were: spot-eval records them as
+    float32 and replays them, and the same values give the same events."""
+    closed: list[Event] = []
+    rows, flags = logits.tolist(), ready.tolist()
+    exp = math.exp
+    for i, tid in enumerate(ids):
+        if flags[i]:
+            row: list[float] = rows[i]
+            top = max(row)
+            e = [exp(x - top) for x in row]
+            inv = 1.0 / sum(e)
+            events = spotter.update(tid, ts, f32.unpack(f32.pack(*[x * inv for x in e])))
+            if events:
+                closed.extend(events)
+    return closed
 
 
 def run_until(

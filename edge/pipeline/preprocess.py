@@ -7,7 +7,8 @@ OpenCV is an optional extra of the core; it is imported when a preprocessor is b
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, SupportsInt
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class FramePreprocessor:
     face's crop stays locked for a window -- and kept for the last :data:`PLANS` of them.
     """
 
-    def __init__(self, height: int, width: int, channels: int) -> None:
+    def __init__(self, height: SupportsInt, width: SupportsInt, channels: SupportsInt) -> None:
         if int(height) <= 0 or int(width) <= 0:
             raise InputError(
                 f"model input size {height!r}x{width!r} is not positive: "
@@ -93,7 +94,7 @@ class FramePreprocessor:
     def __call__(
         self,
         frame: np.ndarray,
-        box: tuple[int, int, int, int] | None = None,
+        box: Sequence[int] | None = None,
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Crop ``box = (x, y, w, h)`` (frame pixels, clipped to the frame), resize, convert.
@@ -163,7 +164,7 @@ class FramePreprocessor:
         self._outs[id(out)] = (out, dst)
         return dst
 
-    def _plan(self, frame: Any, box: tuple[int, int, int, int] | None) -> tuple[Any, ...]:
+    def _plan(self, frame: Any, box: Sequence[int] | None) -> tuple[Any, ...]:
         """Check ``frame`` and ``box`` and work out everything a frame like it needs."""
         cv2 = self._cv2
         src = self._check_frame(frame)
@@ -223,7 +224,7 @@ class FramePreprocessor:
         return frame
 
     @staticmethod
-    def _crop_bounds(frame: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, ...]:
+    def _crop_bounds(frame: np.ndarray, box: Sequence[int]) -> tuple[int, ...]:
         """``(y0, y1, x0, x1)`` of ``box = (x, y, w, h)`` clipped to the frame."""
         try:
             x, y, w, h = (int(v) for v in box)

@@ -34,11 +34,11 @@ later; its ``closing_ts`` is then the frame that released it.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from math import hypot
 from operator import add
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -221,6 +221,9 @@ class Spotter:
         self.macro_veto = float(macro_veto) if self._macro >= 0 else 1.0
         self.hold_s = hold_ms / 1000.0 if self._macro >= 0 else 0.0
         self._tracks: dict[Hashable, _Track] = {}
+        # Called with every update's arguments before anything else (spot-eval records the
+        # probabilities through it); None: no call.
+        self.tap: Callable[[Hashable, SupportsFloat, Any], None] | None = None
         self._center_lag = (self.window - 1) // 2
         self.skipped = 0  # frames ignored: non-finite probabilities or time going backwards
         self.dropped: dict[str, int] = {
@@ -238,16 +241,20 @@ class Spotter:
         """Drop a track's state (the face left); an open event is discarded."""
         self._tracks.pop(track, None)
 
-    def update(self, track: Hashable, ts: float, probs: np.ndarray) -> list[Event]:
-        """Feed one frame of ``track``: ``ts`` its capture time (s), ``probs`` float [K]
-        (a numpy row or a list of floats).
+    def update(self, track: Hashable, ts: SupportsFloat, probs: Any) -> list[Event]:
+        """Feed one frame of ``track``: ``ts`` its capture time (s; any real number, kept as
+        a float), ``probs`` float [K] (a numpy row, or a list or tuple of floats).
 
         Returns the events closed by this frame (almost always an empty list).
         """
+        tap = self.tap
+        if tap is not None:
+            tap(track, ts, probs)
+        t = float(ts)
         st = self._tracks.get(track)
         if st is None:
             st = self._tracks[track] = _Track(self.window, len(self.labels))
-        if ts <= st.last_ts:
+        if t <= st.last_ts:
             self.skipped += 1
             return []
         p = probs.tolist() if isinstance(probs, np.ndarray) else probs
@@ -267,8 +274,8 @@ class Spotter:
         ):
             self.skipped += 1
             return []
-        dt = ts - st.last_ts if st.n else 1.0 / self.fps
-        st.last_ts = ts
+        dt = t - st.last_ts if st.n else 1.0 / self.fps
+        st.last_ts = t
 
         w = self.window
         pos = st.pos
@@ -276,7 +283,7 @@ class Spotter:
             st.score_sum -= st.score_ring[pos]
             st.macro_sum -= st.macro_ring[pos]
         st.score_ring[pos] = score
-        st.ts_ring[pos] = float(ts)
+        st.ts_ring[pos] = t
         st.macro_ring[pos] = macro_p
         st.probs_ring[pos][:] = p
         st.score_sum += score
@@ -303,7 +310,7 @@ class Spotter:
         if st.pending is not None:
             st.pending_max = max(st.pending_max, macro_level)
             if cts >= st.pending_until:
-                self._release(st, ts, events)
+                self._release(st, t, events)
 
         if st.in_event:
             st.macro_max = max(st.macro_max, macro_level)
@@ -320,7 +327,7 @@ class Spotter:
                     self.dropped["too_long"] += 1
             else:
                 st.in_event = False
-                self._hold_or_emit(self._close(track, st, ts), st, cts, events)
+                self._hold_or_emit(self._close(track, st, t), st, cts, events)
             return events
 
         # Outside events: the baseline follows the score (causal, time-based EMA).

@@ -171,11 +171,11 @@ def test_live_run_replays_exactly_and_scores(bundle: Path) -> None:
     key = lambda r: (r["type"], r["label"], round(r["onset_ts"], 9), round(r["offset_ts"], 9))  # noqa: E731
     assert [key(r) for r in again] == [key(r) for r in live.records]
     # ... and the pipeline's spotter is the one spotter_from_config builds.
-    ref = vars(spotter_from_config(live.trace.labels, 50.0, settings))
-    got = vars(live.trace.spotter)
+    ref = spotter_from_config(live.trace.labels, 50.0, settings)
+    got = live.trace.spotter
     for name in ("labels", "background", "window", "on_threshold", "off_threshold", "min_s",
                  "max_micro_s", "refractory_s", "macro", "baseline_s"):  # fmt: skip
-        assert got[name] == ref[name], name
+        assert getattr(got, name) == getattr(ref, name), name
 
 
 def test_bad_spotter_setting_names_the_key(bundle: Path) -> None:

@@ -6,7 +6,6 @@ import math
 import struct
 import tracemalloc
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import prometheus_client
@@ -17,7 +16,8 @@ pytest.importorskip("cv2")
 
 import edge_mer
 from edge_mer.config import config_from_args
-from edge_mer.pipeline.live import STAGES, LivePipeline, StageClock
+from edge_mer.pipeline.live import STAGES, LivePipeline, StageClock, spot
+from edge_mer.pipeline.spotter import Spotter
 from tests.edge.service.test_daemon import bundle  # noqa: F401  (module-scoped fixture)
 
 EDGE = str(Path(edge_mer.__file__).parent)
@@ -92,30 +92,24 @@ def test_stage_clock_frame_records_what_six_adds_would() -> None:
     assert [(s, n) for s, n, _ in one.rings()] == [(s, n) for s, n, _ in six.rings()]
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, float, tuple]] = []
-
-    def update(self, track, ts, probs):
-        self.calls.append((track, ts, tuple(probs)))
-        return []
-
-
 def test_spot_gives_the_spotter_the_float32_softmax() -> None:
     # What the loop always fed the spotter: a float64 softmax of the logits written into a
     # float32 row. It is now rounded with one struct call, which must give the same values.
     rng = np.random.default_rng(0)
     logits = np.zeros((3, 5), np.float32)
-    loop = SimpleNamespace(spotter=_Recorder(), _f32=struct.Struct("5f"))
+    spotter = Spotter(["none", "a", "b", "c", "d"], fps=50.0)
+    calls: list[tuple[int, float, tuple]] = []
+    spotter.tap = lambda track, ts, probs: calls.append((track, ts, tuple(probs)))
+    f32 = struct.Struct("5f")
     ready = np.array([True, True, False])
     row = np.zeros(5, np.float32)
     for i in range(300):
         logits[:] = rng.standard_normal((3, 5)) * 10 ** rng.uniform(-3, 2)
         if i % 50 == 0:
             logits[1, 2] = [np.nan, np.inf, -np.inf][i % 3]
-        assert LivePipeline._spot(loop, [7, 8, 9], logits, ready, 1.5) == []  # type: ignore[arg-type]
-        calls, loop.spotter.calls = loop.spotter.calls, []
-        assert [(t, ts) for t, ts, _ in calls] == [(7, 1.5), (8, 1.5)]  # 9 is not ready
+        calls.clear()
+        spot(spotter, f32, [7, 8, 9], logits, ready, 1.5 + i)
+        assert [(t, ts) for t, ts, _ in calls] == [(7, 1.5 + i), (8, 1.5 + i)]  # 9 is not ready
         for k, (_, _, got) in enumerate(calls):
             x = logits[k].tolist()
             top = max(x)

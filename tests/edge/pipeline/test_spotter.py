@@ -202,3 +202,31 @@ def test_held_event_goes_out_at_the_end_of_the_stream():
     assert events == []  # still held when the stream ends
     (ev,) = sp.flush()
     assert ev.label == "surprise" and ev.closing_ts == pytest.approx(t[-1])
+
+
+def test_tap_sees_every_call_as_passed_and_changes_nothing():
+    """The tap (how spot-eval records probabilities) hears each update before the spotter
+    decides anything, skipped frames included, and the events are those without it."""
+    t, p = bump_probs(300, [(1.0, 0.2)])
+    heard = []
+    tapped = make()
+    tapped.tap = lambda track, ts, probs: heard.append((track, ts, tuple(probs)))
+    got = run(tapped, t, p)
+    tapped.update(0, 0.5, p[0])  # time going backwards: skipped, but heard
+    assert [e.onset_ts for e in got] == [e.onset_ts for e in run(make(), t, p)] and got
+    assert len(heard) == 301 and tapped.skipped == 1
+    assert heard[0] == (0, float(t[0]), tuple(p[0])) and heard[-1][1] == 0.5
+
+
+def test_numpy_times_and_tuples_are_accepted():
+    """Capture times may be numpy scalars and probabilities tuples (compiled or not)."""
+    t, p = bump_probs(300, [(1.0, 0.2)])
+    plain = run(make(), t, p)
+    sp = make()
+    events = []
+    for ts, row in zip(t, p, strict=True):
+        events += sp.update(0, np.float32(ts) if ts < 0.5 else np.float64(ts), tuple(row))
+    events += sp.flush()
+    assert [(e.label, e.onset_ts, e.offset_ts) for e in events] == [
+        (e.label, e.onset_ts, e.offset_ts) for e in plain
+    ]

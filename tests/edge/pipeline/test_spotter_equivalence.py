@@ -9,6 +9,7 @@ counters, each track's baseline and the final flush must be identical.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -105,7 +106,9 @@ def fields(events) -> str:
             return {k: plain(x) for k, x in v.items()}
         return float(v) if isinstance(v, (float, np.floating)) else v
 
-    return repr([{k: plain(v) for k, v in vars(ev).items()} for ev in events])
+    return repr(
+        [{f.name: plain(getattr(ev, f.name)) for f in dataclasses.fields(ev)} for ev in events]
+    )
 
 
 def _as_ref_row(row):
