@@ -1,12 +1,35 @@
-"""Package discovery for the three mapped folders (DESIGN §1).
+"""Package discovery for the mapped folders (DESIGN §1), and the compiled frame loop.
 
 pyproject.toml holds the metadata and the ``package-dir`` mapping; setuptools' own
 ``packages.find`` cannot rename folders, so every subpackage is discovered here instead of
 being listed by hand: a folder with an ``__init__.py`` under ``edge/``, ``convert/`` or
 ``calibration/`` is in the wheel without anyone remembering to add it.
+
+A wheel also gets the modules of the per-frame path (:data:`NATIVE`) compiled to C
+extensions with mypyc: the same source, the same semantics, a fraction of the interpreter's
+cost per frame (``benchmarks/README.md``, "Fourth pass"). The ``.py`` files ship beside the
+extensions, and an extension is imported before its source. Pure Python instead when:
+
+- ``EDGE_MER_PURE=1`` is set;
+- the install is editable (``pip install -e``: the tree you edit is the code that runs);
+- mypyc cannot be imported (a build without isolation, in an environment without mypy);
+- compiling fails (no C compiler, no Python headers).
+
+Each case but the first says so in a warning. ``edge-mer bench`` reports which it got.
 """
 
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 ROOTS = {
     "edge_mer": "edge",
@@ -14,10 +37,92 @@ ROOTS = {
     "edge_mer.calibration": "calibration",
     "edge_mer.systemd": "systemd",
 }
+#: The frame loop's own modules (under edge/), compiled for wheels. Keep in step with
+#: edge_mer.native.NATIVE_MODULES (a test compares them).
+NATIVE = (
+    "pipeline/clock.py",
+    "pipeline/face.py",
+    "pipeline/floats.py",
+    "pipeline/inline.py",
+    "pipeline/live.py",
+    "pipeline/preprocess.py",
+    "pipeline/resample.py",
+    "pipeline/spotter.py",
+)
+#: The extension that holds mypyc's runtime and the compiled code; the modules are shims.
+GROUP = "edge_mer._native"
 
 packages = []
 for name, folder in ROOTS.items():
     packages.append(name)
     packages += [f"{name}.{sub}" for sub in find_packages(folder)]
 
-setup(packages=packages, package_dir=ROOTS)
+
+def _say(message: str) -> None:
+    warnings.warn(f"edge-mer: {message}", stacklevel=1)
+    print(f"edge-mer: {message}", file=sys.stderr)
+
+
+def native_extensions() -> list:
+    """mypyc's extensions for :data:`NATIVE`, or [] for a pure-Python build."""
+    if os.environ.get("EDGE_MER_PURE", "") not in ("", "0"):
+        return []
+    if not {"bdist_wheel", "build_ext", "build"} & set(sys.argv[1:]):
+        return []  # sdist, egg_info, editable_wheel, develop: no compiled code
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        _say("mypyc is not installed: building a pure-Python wheel (slower frame loop)")
+        return []
+    # mypy names a module by its folder: stage edge/ as edge_mer/ so that the extensions are
+    # edge_mer.pipeline.*, as the package-dir mapping installs the sources.
+    here = Path(__file__).resolve().parent
+    stage = here / "build" / "native-src"
+    shutil.rmtree(stage, ignore_errors=True)
+    shutil.copytree(
+        here / "edge", stage / "edge_mer", ignore=shutil.ignore_patterns("__pycache__", "*.so")
+    )
+    paths = [str((stage / "edge_mer" / rel).relative_to(here)) for rel in NATIVE]
+    flags = [
+        "--ignore-missing-imports",  # numpy, cv2, pydantic: untyped (Any) to mypyc
+        "--no-site-packages",  # the same types whatever the build environment holds
+        "--follow-imports=silent",  # the modules these import are read, not compiled
+    ]
+    said = io.StringIO()  # mypy prints its errors, then exits: keep them for the warning
+    try:
+        with contextlib.redirect_stdout(said):
+            exts = mypycify([*flags, *paths], opt_level="3", group_name=GROUP)
+    except BaseException as exc:  # mypy exits through SystemExit on a type error
+        errors = " | ".join(said.getvalue().strip().splitlines()[-5:])
+        _say(f"mypyc failed ({exc!r}: {errors}): building a pure-Python wheel (slower frame loop)")
+        return []
+    for ext in exts:
+        # No fused multiply-add: the same doubles as the interpreter on every CPU (GCC
+        # contracts a*b+c by default on aarch64, the Jetson's and the Pi's).
+        ext.extra_compile_args = [*ext.extra_compile_args, "-ffp-contract=off"]
+    return exts
+
+
+class OptionalBuildExt(build_ext):
+    """Builds the compiled frame loop, or nothing: a module whose extension failed while
+    another's was built would import a shim without its runtime, so on any failure every
+    extension already built is removed and the wheel is pure Python."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:
+            for ext in self.extensions:
+                out = Path(self.get_ext_fullpath(ext.name))
+                if out.exists():
+                    out.unlink()
+            _say(f"compiling the frame loop failed ({exc}): the wheel is pure Python")
+
+
+ext_modules = native_extensions()
+setup(
+    packages=packages,
+    package_dir=ROOTS,
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": OptionalBuildExt} if ext_modules else {},
+)

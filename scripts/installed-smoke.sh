@@ -33,6 +33,14 @@ pipq "$WORK/build-env/bin/pip" install build
     || { cat "$WORK/build.log"; exit 1; }
 WHEEL=$(ls "$WORK"/dist/edge_mer-*.whl)
 ls -l "$WORK/dist"
+# The frame loop is compiled into the wheel (setup.py, mypyc): every module of its list.
+"$WORK/build-env/bin/python" - "$WHEEL" <<'EOF'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+native = [n for n in names if n.endswith(".so")]
+print("compiled:", ", ".join(sorted(n.rsplit("/", 1)[-1].split(".")[0] for n in native)))
+assert len(native) == 9 and any("_native__mypyc" in n for n in native), native
+EOF
 
 step "[convert] with the CPU torch: synth, train, convert --int8"
 "$PYTHON" -m venv "$WORK/convert"
@@ -45,6 +53,15 @@ C="$WORK/convert/bin/edge-mer"
     "$C" train clips/casme2 --out model.safetensors --cnn-epochs 1 --rnn-epochs 2
     "$C" convert model.safetensors --out bundle --int8 --calib clips/casme2
 )
+
+step "[convert] + pytest: the frame loop's tests against the installed, compiled modules"
+pipq "$WORK/convert/bin/pip" install "pytest>=7"
+"$WORK/convert/bin/python" -c 'from edge_mer.native import compiled_modules as c
+m = c(); assert all(m.values()), m; print("frame loop compiled:", len(m), "modules")'
+# From the checkout's root: the tests import edge_mer, which here is the installed wheel
+# (the sources live in edge/, not edge_mer/).
+"$WORK/convert/bin/python" -m pytest -q -p no:cacheprovider tests/edge/pipeline \
+    tests/edge/bench/test_spotting.py tests/edge/test_native.py
 
 step "[convert]: edge-mer experiment, LOSO with [train] streams = true (training subjects' streams only)"
 "$C" synth --out "$WORK/exp" --layout casme2 --subjects 3 --clips-per-emotion 2 --size 32 \

@@ -3,11 +3,17 @@
 The suite itself runs on an editable install, which finds every folder whether or not the
 wheel would; this test builds the wheel as pip does, from a clean copy of the checkout, and
 compares its file list with the files git tracks under ``edge/``, ``convert/``,
-``calibration/`` and ``systemd/``.
+``calibration/`` and ``systemd/``. The one addition allowed is the compiled frame loop
+(setup.py's ``NATIVE``): exactly its extensions when mypyc is installed, none without it
+or with ``EDGE_MER_PURE=1``.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.machinery
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -50,8 +56,8 @@ def _package_files() -> set[str]:
     return expected
 
 
-@pytest.fixture(scope="module")
-def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def _build_wheel(tmp_path_factory: pytest.TempPathFactory, **env: str) -> tuple[str, set[str]]:
+    """(wheel file name, its paths) of the wheel pip builds from a clean copy."""
     # Build from a clean copy: setuptools reuses build/ in place, which would hide a
     # package that discovery stopped finding.
     src = tmp_path_factory.mktemp("src")
@@ -61,12 +67,42 @@ def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     out = tmp_path_factory.mktemp("wheel")
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     res = subprocess.run(
-        [*cmd, "-w", str(out), str(src)], capture_output=True, text=True, timeout=300
+        [*cmd, "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
     )
     assert res.returncode == 0, res.stderr[-2000:]
     (wheel,) = out.glob("edge_mer-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        return {n for n in zf.namelist() if ".dist-info/" not in n}
+        return wheel.name, {n for n in zf.namelist() if ".dist-info/" not in n}
+
+
+def _setup_native() -> tuple[str, ...]:
+    """setup.py's NATIVE tuple, read without running setup.py."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "NATIVE" for t in targets):
+                return tuple(ast.literal_eval(node.value))
+    raise AssertionError("setup.py has no NATIVE")
+
+
+def _extensions(native: tuple[str, ...]) -> set[str]:
+    """The wheel paths of the compiled frame loop on this interpreter."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    paths = {f"edge_mer/{rel.removesuffix('.py')}{suffix}" for rel in native}
+    return paths | {f"edge_mer/_native__mypyc{suffix}"}
+
+
+HAVE_MYPYC = importlib.util.find_spec("mypyc") is not None
+
+
+@pytest.fixture(scope="module")
+def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    return _build_wheel(tmp_path_factory)[1]
 
 
 def test_wheel_holds_every_package_file(wheel_files: set[str]) -> None:
@@ -75,8 +111,31 @@ def test_wheel_holds_every_package_file(wheel_files: set[str]) -> None:
 
 
 def test_wheel_holds_nothing_else(wheel_files: set[str]) -> None:
-    extra = sorted(wheel_files - _package_files())
-    assert not extra, f"in the wheel but not in the source tree: {extra}"
+    """Only the compiled frame loop, all of it, and only with mypyc installed."""
+    extra = wheel_files - _package_files()
+    allowed = _extensions(_setup_native()) if HAVE_MYPYC else set()
+    assert extra == allowed, (
+        f"in the wheel but not in the source tree: {sorted(extra - allowed)}; "
+        f"compiled modules missing: {sorted(allowed - extra)}"
+    )
+
+
+def test_native_lists_agree() -> None:
+    """setup.py compiles what edge_mer.native reports on (module names vs file paths)."""
+    from edge_mer.native import NATIVE_MODULES
+
+    native = _setup_native()
+    names = tuple(f"edge_mer.{rel.removesuffix('.py').replace('/', '.')}" for rel in native)
+    assert names == NATIVE_MODULES
+    for rel in native:
+        assert (REPO / "edge" / rel).is_file(), rel
+
+
+def test_pure_build_has_no_compiled_code(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """EDGE_MER_PURE=1: the same files as the source tree, a wheel for any platform."""
+    name, files = _build_wheel(tmp_path_factory, EDGE_MER_PURE="1")
+    assert files == _package_files()
+    assert name.endswith("-py3-none-any.whl"), name
 
 
 def test_every_module_folder_is_a_package() -> None:

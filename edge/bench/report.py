@@ -125,6 +125,20 @@ def accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def frame_loop_line(report: dict[str, Any]) -> str:
+    """Whether the pipeline ran compiled (it moves the efficiency column), in one line."""
+    how = (report.get("machine") or {}).get("frame_loop")
+    if not how:
+        return ""
+    if how == "pure Python":
+        return (
+            "frame loop: pure Python (an editable install, EDGE_MER_PURE=1, or no compiler "
+            "when it was installed); a wheel compiles it with mypyc and spends less per "
+            "frame around the model"
+        )
+    return f"frame loop: {how}"
+
+
 def stage_rows(run: dict[str, Any], stages: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of one run's per-stage latency table (ms)."""
     head = ["stage", "count", "mean", "p50", "p90", "p95", "p99", "max"]
@@ -187,6 +201,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Runners x precisions",
         "",
         *_md_table(*accuracy_rows(report)),
+        "",
+        frame_loop_line(report),
         "",
         "## " + streaming_line(report).split(":")[0],
         "",

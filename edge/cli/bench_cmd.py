@@ -119,6 +119,7 @@ def print_report(report: dict) -> None:
 
     from edge_mer.bench.report import (
         accuracy_rows,
+        frame_loop_line,
         machine_rows,
         runs_with_stats,
         stage_names,
@@ -149,6 +150,8 @@ def print_report(report: dict) -> None:
     for r in rows:
         if r[-1]:
             console.print(f"  {r[0]} {r[1]}: {r[2]}: {r[-1]}")
+    if frame_loop_line(report):
+        console.print(frame_loop_line(report))
     stages = stage_names(report)
     for run in runs_with_stats(report):
         console.print(

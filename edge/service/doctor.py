@@ -148,6 +148,7 @@ def check(root: Path = Path("/")) -> list[Finding]:
         )
     )
     out.append(cuda_finding())
+    out.append(frame_loop_finding())
     cv = opencv_facts()
     if cv["version"] is None:
         out.append(
@@ -211,3 +212,23 @@ def check(root: Path = Path("/")) -> list[Finding]:
         )
     )
     return out
+
+
+def frame_loop_finding() -> Finding:
+    """Whether the frame loop's modules run compiled (mypyc, from a wheel) or as Python."""
+    try:
+        from edge_mer.native import describe
+
+        detail = describe()
+    except Exception as exc:  # a probe never raises
+        return Finding("frame loop", False, f"cannot import it ({type(exc).__name__}: {exc})")
+    if detail == "pure Python":
+        return Finding(
+            "frame loop",
+            None,
+            "pure Python: the same results, more interpreter time per frame",
+            "the lowest overhead per frame (small models, Raspberry Pi)",
+            "install a wheel built with mypyc: pip install edge-mer from a wheel or sdist "
+            "with gcc and the Python headers present (not editable, EDGE_MER_PURE unset)",
+        )
+    return Finding("frame loop", True, detail)

@@ -103,6 +103,12 @@ def collect_facts(root: Path = Path("/")) -> dict[str, Any]:
         usable = os.cpu_count() or 0
     power = _run(["nvpmodel", "-q"])
     cv = _version("cv2")
+    try:
+        from edge_mer.native import describe
+
+        frame_loop = describe()
+    except Exception as exc:  # facts never raise
+        frame_loop = f"unknown ({type(exc).__name__})"
     return {
         "cpu": cpu_model(root),
         "arch": platform.machine(),
@@ -114,6 +120,7 @@ def collect_facts(root: Path = Path("/")) -> dict[str, Any]:
         "os_release": pretty.group(1) if pretty else ABSENT,
         "power_mode": power.splitlines()[0] if power else ABSENT,
         "clocks_locked": clocks_locked(root),
+        "frame_loop": frame_loop,
         "versions": {
             "python": platform.python_version(),
             "numpy": _version("numpy"),
