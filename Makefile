@@ -1,6 +1,7 @@
 # edge-mer developer entry points. Everything installs into .venv on first use.
 #   make demo   - the embedded default: synth -> train -> convert --int8 -> report
 #   make test   - lint, the test suite and the installed-wheel smoke (what CI runs)
+#   make native - recompile the frame loop in place after editing it (edge_mer.native)
 #   make trt-signatures - the TensorRT calls against the real bindings (downloads)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= convert,cpu,mqtt,plots,ray,dev
 
-.PHONY: install system-deps demo test lint smoke trt-signatures clean
+.PHONY: install native system-deps demo test lint smoke trt-signatures clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,11 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# The editable install compiles the frame loop in place (setup.py, mypyc); after an edit to
+# one of its modules import edge_mer runs them all from source until this rebuilds them.
+native: install
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 
 demo: install
 	$(BIN)/edge-mer demo
@@ -34,6 +40,8 @@ lint: install
 test: lint system-deps
 	$(BIN)/python -c "import sys, edge_mer, edge_mer.cli; assert 'torch' not in sys.modules, 'the core imports torch'"
 	$(BIN)/python -m pytest -q
+	# The frame loop again as Python (the fallback where nothing could compile it).
+	EDGE_MER_PURE=1 $(BIN)/python -m pytest -q tests/edge/pipeline tests/edge/bench/test_spotting.py tests/edge/test_native.py
 	$(MAKE) smoke
 
 # The installed package, as users get it: sdist -> wheel -> fresh venvs per extra.
@@ -48,4 +56,5 @@ trt-signatures: install
 	$(BIN)/python scripts/trt_signatures.py
 
 clean:
-	rm -rf $(VENV) edge-mer-demo .pytest_cache .ruff_cache .smoke .cache build dist
+	rm -rf $(VENV) edge-mer-demo .pytest_cache .ruff_cache .smoke .cache build dist edge/_native_sources.txt
+	find edge -name '*.so' -delete

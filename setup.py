@@ -11,11 +11,14 @@ cost per frame (``benchmarks/README.md``, "Fourth pass"). The ``.py`` files ship
 extensions, and an extension is imported before its source. Pure Python instead when:
 
 - ``EDGE_MER_PURE=1`` is set;
-- the install is editable (``pip install -e``: the tree you edit is the code that runs);
 - mypyc cannot be imported (a build without isolation, in an environment without mypy);
 - compiling fails (no C compiler, no Python headers).
 
-Each case but the first says so in a warning. ``edge-mer bench`` reports which it got.
+Each case but the first says so in a warning. An editable install (``pip install -e``, the
+``make`` venv) compiles in place, into ``edge/``; ``edge_mer.native`` then uses the
+extensions only while every compiled source is unchanged (the CRC-32 of each is recorded
+beside them), so editing a module falls back to its source until ``make native`` rebuilds.
+``edge-mer bench`` and ``edge-mer doctor`` report which one runs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import shutil
 import sys
 import warnings
+import zlib
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -67,8 +71,8 @@ def native_extensions() -> list:
     """mypyc's extensions for :data:`NATIVE`, or [] for a pure-Python build."""
     if os.environ.get("EDGE_MER_PURE", "") not in ("", "0"):
         return []
-    if not {"bdist_wheel", "build_ext", "build"} & set(sys.argv[1:]):
-        return []  # sdist, egg_info, editable_wheel, develop: no compiled code
+    if not {"bdist_wheel", "build_ext", "build", "editable_wheel", "develop"} & set(sys.argv[1:]):
+        return []  # sdist, egg_info, dist_info: no compiled code
     try:
         from mypyc.build import mypycify
     except ImportError:
@@ -106,17 +110,29 @@ def native_extensions() -> list:
 class OptionalBuildExt(build_ext):
     """Builds the compiled frame loop, or nothing: a module whose extension failed while
     another's was built would import a shim without its runtime, so on any failure every
-    extension already built is removed and the wheel is pure Python."""
+    extension already built is removed and the wheel is pure Python. On success the CRC-32
+    of each compiled source goes beside the runtime extension (edge_mer.native.SOURCES_FILE):
+    ``import edge_mer`` uses the extensions only while the sources still match."""
 
     def run(self) -> None:
+        outs = [Path(self.get_ext_fullpath(ext.name)) for ext in self.extensions]
+        record = Path(self.get_ext_fullpath(GROUP)).parent / "_native_sources.txt"
         try:
             super().run()
         except Exception as exc:
-            for ext in self.extensions:
-                out = Path(self.get_ext_fullpath(ext.name))
+            for out in [*outs, record]:
                 if out.exists():
                     out.unlink()
             _say(f"compiling the frame loop failed ({exc}): the wheel is pure Python")
+            return
+        # The format of edge_mer.native.format_record: "module crc32" lines, sorted.
+        here = Path(__file__).resolve().parent
+        lines = sorted(
+            f"edge_mer.{rel.removesuffix('.py').replace('/', '.')} "
+            f"{zlib.crc32((here / 'edge' / rel).read_bytes()):08x}\n"
+            for rel in NATIVE
+        )
+        record.write_text("".join(lines))
 
 
 ext_modules = native_extensions()

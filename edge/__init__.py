@@ -7,6 +7,9 @@ clips in :mod:`edge_mer.calibration`.
 
 __version__ = "0.1.0"
 
+from edge_mer import native as _native
 from edge_mer.errors import EdgeMerError
+
+_native.guard()  # before any frame-loop module: compiled only if built from these sources
 
 __all__ = ["EdgeMerError", "__version__"]

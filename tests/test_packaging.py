@@ -4,8 +4,8 @@ The suite itself runs on an editable install, which finds every folder whether o
 wheel would; this test builds the wheel as pip does, from a clean copy of the checkout, and
 compares its file list with the files git tracks under ``edge/``, ``convert/``,
 ``calibration/`` and ``systemd/``. The one addition allowed is the compiled frame loop
-(setup.py's ``NATIVE``): exactly its extensions when mypyc is installed, none without it
-or with ``EDGE_MER_PURE=1``.
+(setup.py's ``NATIVE``): exactly its extensions and the record of their sources' digests
+when mypyc is installed, none without it or with ``EDGE_MER_PURE=1``.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _extensions(native: tuple[str, ...]) -> set[str]:
     """The wheel paths of the compiled frame loop on this interpreter."""
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     paths = {f"edge_mer/{rel.removesuffix('.py')}{suffix}" for rel in native}
-    return paths | {f"edge_mer/_native__mypyc{suffix}"}
+    return paths | {f"edge_mer/_native__mypyc{suffix}", "edge_mer/_native_sources.txt"}
 
 
 HAVE_MYPYC = importlib.util.find_spec("mypyc") is not None

@@ -130,11 +130,10 @@ def frame_loop_line(report: dict[str, Any]) -> str:
     how = (report.get("machine") or {}).get("frame_loop")
     if not how:
         return ""
-    if how == "pure Python":
-        return (
-            "frame loop: pure Python (an editable install, EDGE_MER_PURE=1, or no compiler "
-            "when it was installed); a wheel compiles it with mypyc and spends less per "
-            "frame around the model"
+    if how == "pure Python":  # nothing compiled there at all
+        how += (
+            " (installed without mypyc or a C compiler, or with EDGE_MER_PURE=1); compiled, "
+            "it spends less per frame around the model"
         )
     return f"frame loop: {how}"
 

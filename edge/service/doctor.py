@@ -222,13 +222,14 @@ def frame_loop_finding() -> Finding:
         detail = describe()
     except Exception as exc:  # a probe never raises
         return Finding("frame loop", False, f"cannot import it ({type(exc).__name__}: {exc})")
-    if detail == "pure Python":
+    if detail.startswith("pure Python"):
         return Finding(
             "frame loop",
             None,
-            "pure Python: the same results, more interpreter time per frame",
+            f"{detail}: the same results, more interpreter time per frame",
             "the lowest overhead per frame (small models, Raspberry Pi)",
-            "install a wheel built with mypyc: pip install edge-mer from a wheel or sdist "
-            "with gcc and the Python headers present (not editable, EDGE_MER_PURE unset)",
+            "reinstall with gcc and the Python headers present (mypyc compiles the frame "
+            "loop: wheels, sdists, editable checkouts; make native in a checkout) and "
+            "EDGE_MER_PURE unset",
         )
     return Finding("frame loop", True, detail)
