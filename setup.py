@@ -123,7 +123,8 @@ class OptionalBuildExt(build_ext):
             for out in [*outs, record]:
                 if out.exists():
                     out.unlink()
-            _say(f"compiling the frame loop failed ({exc}): the wheel is pure Python")
+            why = str(exc) if len(str(exc)) < 160 else str(exc)[:157] + "..."
+            _say(f"compiling the frame loop failed ({why}): the wheel is pure Python")
             return
         # The format of edge_mer.native.format_record: "module crc32" lines, sorted.
         here = Path(__file__).resolve().parent
