@@ -75,6 +75,9 @@ def test_stale_reason(tmp_path: Path) -> None:
     assert why is not None and why.startswith("spotter changed") and "make native" in why
     (pkg / native.SOURCES_FILE).unlink()
     assert "no record" in (stale_reason(pkg, env={}) or "")
+    spotter.unlink()  # sources stripped (only the extensions deployed): keep the extensions
+    (pkg / native.SOURCES_FILE).write_text("")
+    assert stale_reason(pkg, env={}) is None
     assert stale_reason(_package(tmp_path / "pure", runtime=False), env={}) is None
 
 
