@@ -5,10 +5,11 @@ pyproject.toml holds the metadata and the ``package-dir`` mapping; setuptools' o
 being listed by hand: a folder with an ``__init__.py`` under ``edge/``, ``convert/`` or
 ``calibration/`` is in the wheel without anyone remembering to add it.
 
-A wheel also gets the modules of the per-frame path (:data:`NATIVE`) compiled to C
-extensions with mypyc: the same source, the same semantics, a fraction of the interpreter's
-cost per frame (``benchmarks/README.md``, "Fourth pass"). The ``.py`` files ship beside the
-extensions, and an extension is imported before its source. Pure Python instead when:
+A wheel also gets the modules of the per-frame path (``edge_mer.native.NATIVE_MODULES``)
+compiled to C extensions with mypyc: the same source, the same semantics, a fraction of the
+interpreter's cost per frame (``benchmarks/README.md``, "Fourth pass"). The ``.py`` files
+ship beside the extensions, and an extension is imported before its source. Pure Python
+instead when:
 
 - ``EDGE_MER_PURE=1`` is set;
 - mypyc cannot be imported (a build without isolation, in an environment without mypy);
@@ -24,12 +25,12 @@ beside them), so editing a module falls back to its source until ``make native``
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import shutil
 import sys
 import warnings
-import zlib
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -41,20 +42,20 @@ ROOTS = {
     "edge_mer.calibration": "calibration",
     "edge_mer.systemd": "systemd",
 }
-#: The frame loop's own modules (under edge/), compiled for wheels. Keep in step with
-#: edge_mer.native.NATIVE_MODULES (a test compares them).
-NATIVE = (
-    "pipeline/clock.py",
-    "pipeline/face.py",
-    "pipeline/floats.py",
-    "pipeline/inline.py",
-    "pipeline/live.py",
-    "pipeline/preprocess.py",
-    "pipeline/resample.py",
-    "pipeline/spotter.py",
-)
-#: The extension that holds mypyc's runtime and the compiled code; the modules are shims.
-GROUP = "edge_mer._native"
+HERE = Path(__file__).resolve().parent
+
+
+def _load_native():
+    """edge/native.py, loaded from its file (standard library only; the package is not
+    installed while it is being built): the list of modules to compile, the record of
+    their sources and the names the runtime looks for, in one place."""
+    spec = importlib.util.spec_from_file_location("_edge_mer_native", HERE / "edge" / "native.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+native = _load_native()
 
 packages = []
 for name, folder in ROOTS.items():
@@ -68,8 +69,8 @@ def _say(message: str) -> None:
 
 
 def native_extensions() -> list:
-    """mypyc's extensions for :data:`NATIVE`, or [] for a pure-Python build."""
-    if os.environ.get("EDGE_MER_PURE", "") not in ("", "0"):
+    """mypyc's extensions for ``native.NATIVE_MODULES``, or [] for a pure-Python build."""
+    if os.environ.get(native.PURE_ENV, "") not in ("", "0"):
         return []
     if not {"bdist_wheel", "build_ext", "build", "editable_wheel", "develop"} & set(sys.argv[1:]):
         return []  # sdist, egg_info, dist_info: no compiled code
@@ -80,13 +81,15 @@ def native_extensions() -> list:
         return []
     # mypy names a module by its folder: stage edge/ as edge_mer/ so that the extensions are
     # edge_mer.pipeline.*, as the package-dir mapping installs the sources.
-    here = Path(__file__).resolve().parent
-    stage = here / "build" / "native-src"
+    stage = HERE / "build" / "native-src"
     shutil.rmtree(stage, ignore_errors=True)
     shutil.copytree(
-        here / "edge", stage / "edge_mer", ignore=shutil.ignore_patterns("__pycache__", "*.so")
+        HERE / "edge", stage / "edge_mer", ignore=shutil.ignore_patterns("__pycache__", "*.so")
     )
-    paths = [str((stage / "edge_mer" / rel).relative_to(here)) for rel in NATIVE]
+    paths = [
+        str(native.source_path(stage / "edge_mer", name).relative_to(HERE))
+        for name in native.NATIVE_MODULES
+    ]
     flags = [
         "--ignore-missing-imports",  # numpy, cv2, pydantic: untyped (Any) to mypyc
         "--no-site-packages",  # the same types whatever the build environment holds
@@ -95,7 +98,7 @@ def native_extensions() -> list:
     said = io.StringIO()  # mypy prints its errors, then exits: keep them for the warning
     try:
         with contextlib.redirect_stdout(said):
-            exts = mypycify([*flags, *paths], opt_level="3", group_name=GROUP)
+            exts = mypycify([*flags, *paths], opt_level="3", group_name=native.GROUP)
     except BaseException as exc:  # mypy exits through SystemExit on a type error
         errors = " | ".join(said.getvalue().strip().splitlines()[-5:])
         _say(f"mypyc failed ({exc!r}: {errors}): building a pure-Python wheel (slower frame loop)")
@@ -116,7 +119,7 @@ class OptionalBuildExt(build_ext):
 
     def run(self) -> None:
         outs = [Path(self.get_ext_fullpath(ext.name)) for ext in self.extensions]
-        record = Path(self.get_ext_fullpath(GROUP)).parent / "_native_sources.txt"
+        record = Path(self.get_ext_fullpath(native.GROUP)).parent / native.SOURCES_FILE
         try:
             super().run()
         except Exception as exc:
@@ -126,14 +129,7 @@ class OptionalBuildExt(build_ext):
             why = str(exc) if len(str(exc)) < 160 else str(exc)[:157] + "..."
             _say(f"compiling the frame loop failed ({why}): the wheel is pure Python")
             return
-        # The format of edge_mer.native.format_record: "module crc32" lines, sorted.
-        here = Path(__file__).resolve().parent
-        lines = sorted(
-            f"edge_mer.{rel.removesuffix('.py').replace('/', '.')} "
-            f"{zlib.crc32((here / 'edge' / rel).read_bytes()):08x}\n"
-            for rel in NATIVE
-        )
-        record.write_text("".join(lines))
+        record.write_text(native.format_record(native.source_digests(HERE / "edge")))
 
 
 ext_modules = native_extensions()

@@ -30,12 +30,14 @@ __all__ = [
     "SOURCES_FILE",
     "compiled_modules",
     "describe",
+    "format_record",
     "guard",
     "source_digests",
+    "source_path",
     "stale_reason",
 ]
 
-#: The modules setup.py compiles (its NATIVE list, as module names; a test compares them).
+#: The modules setup.py compiles (it loads this file to read them and the names below).
 NATIVE_MODULES = (
     "edge_mer.pipeline.clock",
     "edge_mer.pipeline.face",
@@ -48,8 +50,10 @@ NATIVE_MODULES = (
 )
 #: Lines ``module crc32`` of the sources they were compiled from; written by setup.py.
 SOURCES_FILE = "_native_sources.txt"
-#: The extension holding mypyc's runtime and the compiled code (the modules are shims).
-RUNTIME = "_native__mypyc"
+#: mypyc's group: the extension holding its runtime and the compiled code (the modules are
+#: shims) is RUNTIME, in the edge_mer folder.
+GROUP = "edge_mer._native"
+RUNTIME = GROUP.rsplit(".", 1)[1] + "__mypyc"
 #: Set (to anything but "" or "0") at build time: no compiled modules; at run time: not used.
 PURE_ENV = "EDGE_MER_PURE"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -57,7 +61,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 _reason: str | None = None  # why the compiled modules are not used (None: they are, or none)
 
 
-def _source(package_dir: Path, name: str) -> Path:
+def source_path(package_dir: Path, name: str) -> Path:
+    """The ``.py`` file of module ``name`` under ``package_dir`` (the folder of ``edge_mer``:
+    ``edge/`` in a checkout)."""
     return package_dir.joinpath(*name.split(".")[1:]).with_suffix(".py")
 
 
@@ -65,7 +71,7 @@ def source_digests(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
     """Module name -> CRC-32 (8 hex digits) of its ``.py`` file under ``package_dir`` (the
     folder of ``edge_mer``): enough to tell an edited source, which is all it is for."""
     return {
-        name: f"{zlib.crc32(_source(package_dir, name).read_bytes()):08x}"
+        name: f"{zlib.crc32(source_path(package_dir, name).read_bytes()):08x}"
         for name in NATIVE_MODULES
     }
 
@@ -120,7 +126,7 @@ class _FromSource:
             return None
         import importlib.util  # only here: the rare case pays for it
 
-        return importlib.util.spec_from_file_location(name, _source(self.package_dir, name))
+        return importlib.util.spec_from_file_location(name, source_path(self.package_dir, name))
 
 
 def guard(package_dir: Path = PACKAGE_DIR) -> None:

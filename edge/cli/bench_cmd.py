@@ -150,8 +150,9 @@ def print_report(report: dict) -> None:
     for r in rows:
         if r[-1]:
             console.print(f"  {r[0]} {r[1]}: {r[2]}: {r[-1]}")
-    if frame_loop_line(report):
-        console.print(frame_loop_line(report))
+    loop = frame_loop_line(report)
+    if loop:
+        console.print(loop)
     stages = stage_names(report)
     for run in runs_with_stats(report):
         console.print(
