@@ -126,12 +126,6 @@ class ProbabilityTrace:
         self._tracks.append(track)
         self.n = n + 1
 
-    def forget(self, track: Hashable) -> None:
-        self.spotter.forget(track)
-
-    def flush(self) -> list[Event]:
-        return self.spotter.flush()
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self.spotter, name)
 
