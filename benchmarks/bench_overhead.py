@@ -3,7 +3,8 @@
 For each round and each bundle (the order rotates every round), one
 :func:`edge_mer.bench.measure.pipeline_vs_model` run, exactly what ``edge-mer bench`` times
 per row (the synthetic stream replayed from memory, face detector ``none``, no sinks,
-``chunks`` alternating chunks of pipeline and model-only frames), and, with ``--floor``, a
+``chunks`` alternating chunks of pipeline and model-only frames; the replayed frames in the
+model's camera format, or each of ``--frame-formats``), and, with ``--floor``, a
 bookkeeping-free loop on the same runners: read the replayed frame, preprocess it into the
 encoder input, encoder, state cache, softmax, spotter, nothing else (no resampler, face
 stage, clocks, metrics or capture object). Reported per bundle: the median over rounds of
@@ -36,19 +37,26 @@ import numpy as np
 STAGES = ("capture", "face", "preprocess", "encoder", "step", "spotting")
 
 
-def _config(bundle: Any, frames: int, threads: int) -> Any:
+def _fmt_kw(fmt: str) -> dict[str, str]:
+    """BGR is the replay's default, and the only format before ``format=gray`` existed."""
+    return {} if fmt == "bgr" else {"fmt": fmt}
+
+
+def _config(bundle: Any, frames: int, threads: int, fmt: str = "bgr") -> Any:
     from edge_mer.bench.measure import replay_uri
     from edge_mer.bench.run import BenchOptions, _config
 
-    source = replay_uri(float(bundle.input["fps"]), frames)
+    source = replay_uri(float(bundle.input["fps"]), frames, **_fmt_kw(fmt))
     return _config(bundle, source, "onnxruntime", "none", BenchOptions(threads=threads))
 
 
-def pipeline_round(bundle: Any, frames: int, warmup: int, chunks: int, threads: int) -> dict:
+def pipeline_round(
+    bundle: Any, frames: int, warmup: int, chunks: int, threads: int, fmt: str = "bgr"
+) -> dict:
     """One ``edge-mer bench`` timing of ``bundle``: efficiency, fps, stage means (µs)."""
     from edge_mer.bench.measure import pipeline_vs_model
 
-    cfg = _config(bundle, warmup + frames + 100, threads)
+    cfg = _config(bundle, warmup + frames + 100, threads, fmt)
     out = pipeline_vs_model(cfg, frames=frames, warmup=warmup, chunks=chunks)
     stages = {s: out["stages"][s]["mean_ms"] * 1e3 for s in STAGES if s in out["stages"]}
     return {
@@ -59,18 +67,18 @@ def pipeline_round(bundle: Any, frames: int, warmup: int, chunks: int, threads: 
     }
 
 
-def floor_round(bundle: Any, frames: int, warmup: int, threads: int) -> dict:
+def floor_round(bundle: Any, frames: int, warmup: int, threads: int, fmt: str = "bgr") -> dict:
     """The same runners without the pipeline's bookkeeping, against the model-only loop,
     in alternating chunks: what is left when only the work a frame needs remains."""
-    from edge_mer.bench.measure import pregenerated
+    from edge_mer.bench.measure import LOOP_S, pregenerated
     from edge_mer.pipeline.live import LivePipeline
     from edge_mer.pipeline.state_cache import StateCache, rows_per_track
     from edge_mer.runners import select_runner
 
     fps = float(bundle.input["fps"])
     window = int(bundle.input["window"])
-    images = pregenerated(fps, (128, 128), 7)
-    with LivePipeline(_config(bundle, 2 * (warmup + frames), threads)) as p:
+    images = pregenerated(fps, (128, 128), 7, LOOP_S, **_fmt_kw(fmt))
+    with LivePipeline(_config(bundle, 2 * (warmup + frames), threads, fmt)) as p:
         row = p.encoder.inputs["frames"][0]
         probs = np.zeros(len(bundle.labels), np.float32)
         box = (0, 0, images.shape[2], images.shape[1])
@@ -187,9 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (0 = ORT's)")
     ap.add_argument("--floor", action="store_true", help="also time the bookkeeping-free loop")
+    ap.add_argument(
+        "--frame-formats",
+        default="auto",
+        help="comma-separated replay formats, each a row per bundle: auto (gray for a gray "
+        "model, as edge-mer bench), gray, bgr",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args(argv)
+    formats = [f.strip() for f in args.frame_formats.split(",") if f.strip()]
+    if not formats or any(f not in ("auto", "gray", "bgr") for f in formats):
+        ap.error(f"--frame-formats {args.frame_formats!r}: give auto, gray and/or bgr")
 
     from edge_mer import __version__
     from edge_mer.bundle import Bundle
@@ -205,16 +222,21 @@ def main(argv: list[str] | None = None) -> int:
                 bundles[name] = Bundle.open(path)
         else:
             bundles = build_default(Path(tmp), say)
-        names = list(bundles)
+        runs = {}  # row name -> (bundle, frame format)
+        for name, b in bundles.items():
+            model_fmt = "gray" if int(b.input["channels"]) == 1 else "bgr"
+            for f in dict.fromkeys(model_fmt if f == "auto" else f for f in formats):
+                runs[name if len(formats) == 1 else f"{name} {f}"] = (b, f)
+        names = list(runs)
         rows: dict[str, list[dict]] = {n: [] for n in names}
         load = [Path("/proc/loadavg").read_text().split()[0]]
         started = time.perf_counter()
         for r in range(args.rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                b = bundles[name]
-                row = pipeline_round(b, args.frames, args.warmup, args.chunks, args.threads)
+                b, f = runs[name]
+                row = pipeline_round(b, args.frames, args.warmup, args.chunks, args.threads, f)
                 if args.floor:
-                    row.update(floor_round(b, args.frames, args.warmup, args.threads))
+                    row.update(floor_round(b, args.frames, args.warmup, args.threads, f))
                 rows[name].append(row)
                 say(f"round {r + 1}/{args.rounds} {name}: efficiency {row['efficiency']:.3f}")
         load.append(Path("/proc/loadavg").read_text().split()[0])
@@ -225,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - started,
         "bundles": {n: summarize(rows[n]) for n in names},
     }
-    res["settings"]["bundle"] = {n: str(bundles[n].path) for n in names}
+    res["settings"]["bundle"] = {n: str(runs[n][0].path) for n in names}
+    res["settings"]["frame_format"] = {n: runs[n][1] for n in names}
     text = render(res)
     print(text)
     if args.json:

@@ -1,9 +1,11 @@
 """``synthetic://`` frames: the generator's continuous stream, with its ground truth.
 
-``synthetic://?seconds=10&fps=200&size=128x128&seed=0&subject=0&micro_rate=0.5&macro=true&micro=true&realtime=false``
+``synthetic://?seconds=10&fps=200&size=128x128&seed=0&subject=0&micro_rate=0.5&macro=true&micro=true&realtime=false&format=bgr``
 (all optional; ``micro=false``: the same stream without its micro-expressions, distractors
-only). Frames are uint8 BGR [H, W, 3], ``ts = seq / fps``; ``events`` lists the
-:class:`~edge_mer.calibration.synth.SynthEvent` ground truth (times in the same seconds).
+only). Frames are uint8 BGR [H, W, 3], or with ``format=gray`` their OpenCV BGR->gray
+conversion [H, W] (what ``picam://`` and ``csi://`` give a gray model); ``ts = seq / fps``;
+``events`` lists the :class:`~edge_mer.calibration.synth.SynthEvent` ground truth (times in
+the same seconds).
 Finite (``live`` is False); ``realtime=true`` paces reads at ``fps`` like a camera.
 
 Importing this module registers the scheme; :func:`edge_mer.pipeline.sources.make_source` imports
@@ -13,6 +15,7 @@ it lazily the first time a ``synthetic://`` URI is used (the core never imports 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +47,7 @@ class SyntheticSource(SourceBase):
         "macro",
         "micro",
         "realtime",
+        "format",
     )
 
     def __init__(self, spec: SourceSpec) -> None:
@@ -72,6 +76,12 @@ class SyntheticSource(SourceBase):
         self.macro = spec.get_bool("macro", True)
         self.micro = spec.get_bool("micro", True)
         self._pacer = Pacer() if spec.get_bool("realtime", False) else None
+        self.format = spec.get_choice("format", "bgr", ("bgr", "gray"))
+        self._cv2: Any = None
+        if self.format == "gray":
+            from edge_mer.pipeline.preprocess import import_cv2
+
+            self._cv2 = import_cv2("synthetic://?format=gray")
         self._frames: Iterator[np.ndarray] | None = None
         self._index = 0
         # Built eagerly so a bad option fails here, and events are known before open().
@@ -109,6 +119,8 @@ class SyntheticSource(SourceBase):
         if image is None:
             raise SourceEnded(f"{self}: end of the synthetic stream ({self._index} frames)")
         self._index += 1
+        if self._cv2 is not None:
+            image = self._cv2.cvtColor(image, self._cv2.COLOR_BGR2GRAY)
         return Frame(self._next_seq(), ts, image)
 
     def _close(self) -> None:

@@ -125,6 +125,30 @@ def accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def source_line(report: dict[str, Any]) -> str:
+    """Where the frames came from, in one line; for the replayed stream, in which format
+    (gray frames skip the preprocessor's colour conversion)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from edge_mer.bench.replay import REPLAY_SCHEME
+
+    source = str((report.get("settings") or {}).get("source", ""))
+    parts = urlsplit(source)
+    if parts.scheme != REPLAY_SCHEME:
+        return f"source: {source}"
+    query = parse_qs(parts.query)
+    fmt = query.get("format", ["bgr"])[0]
+    size = query.get("size", ["?"])[0]
+    other = "bgr" if fmt == "gray" else "gray"
+    why = (
+        "what picam:// and csi:// give a gray model" if fmt == "gray" else "what a USB camera gives"
+    )
+    return (
+        f"source: the synthetic stream replayed from memory, {fmt.upper()} {size} frames "
+        f"({why}; --frame-format {other} for {other.upper()} frames)"
+    )
+
+
 def frame_loop_line(report: dict[str, Any]) -> str:
     """Whether the pipeline ran compiled (it moves the efficiency column), in one line."""
     how = (report.get("machine") or {}).get("frame_loop")

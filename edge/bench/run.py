@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_mer import __version__
 from edge_mer.bench.measure import pipeline_vs_model, replay_uri, streaming_vs_window
+from edge_mer.bench.replay import FORMATS, model_format
 from edge_mer.bundle import Bundle
 from edge_mer.config import Config, config_from_args
 from edge_mer.errors import CudaUnavailableError, EdgeMerError, InputError
@@ -54,6 +55,8 @@ RUNNERS = ("onnxruntime", "tensorrt")
 PRECISIONS = {"fp32": "encoder", "int8": "encoder_int8", "int8-u8s8": "encoder_int8_u8s8"}
 STATUSES = ("ok", "accuracy check failed", "failed", "unavailable")
 REFERENCE = ("onnxruntime", "fp32")
+#: ``--frame-format`` values: the model's camera format, or one of the replay's.
+FRAME_FORMATS = ("auto", *FORMATS)
 
 # progress(done, total, what): units are frames (pipeline, streaming) and windows (accuracy)
 Progress = Callable[[int, int, str], None]
@@ -66,6 +69,9 @@ class BenchOptions:
     Attributes:
         source: frame source URI; None = the synthetic stream at the bundle's fps,
             pre-generated and replayed from memory (``synthetic-replay://``).
+        frame_format: the replayed stream's frames: ``auto`` (what a camera gives the
+            model: gray for a gray model, as ``picam://`` and ``csi://`` do, else BGR),
+            ``gray`` or ``bgr`` (a USB camera's). Only without ``source``.
         frames: timed pipeline frames per runner x precision (and model-only frames).
         warmup: untimed frames before timing, for each of pipeline and model-only.
         runners: runner kinds (:data:`RUNNERS`).
@@ -81,6 +87,7 @@ class BenchOptions:
     """
 
     source: str | None = None
+    frame_format: str = "auto"
     frames: int = 600
     warmup: int = 100
     runners: tuple[str, ...] = RUNNERS
@@ -102,6 +109,15 @@ class BenchOptions:
             raise InputError(
                 f"chunks {self.chunks!r} must be >= 1, streaming rounds "
                 f"{self.streaming_rounds!r} and threads {self.threads!r} >= 0"
+            )
+        if self.frame_format not in FRAME_FORMATS:
+            raise InputError(
+                f"--frame-format {self.frame_format!r} is not one of {list(FRAME_FORMATS)}"
+            )
+        if self.source is not None and self.frame_format != "auto":
+            raise InputError(
+                f"--frame-format {self.frame_format} sets the replayed stream's frames; with "
+                "--source the source decides (e.g. synthetic://?format=gray): drop one of them"
             )
         if not 0.0 <= self.min_agreement <= 1.0:
             raise InputError(f"--min-agreement {self.min_agreement!r} must be in 0..1")
@@ -223,7 +239,8 @@ def run_bench(
     bundle = Bundle.open(bundle_path)  # hashes checked once, here
     precisions = opts.precisions or default_precisions(bundle)
     fps = float(bundle.input["fps"])
-    source = opts.source or replay_uri(fps, opts.warmup + opts.frames)
+    fmt = model_format(bundle) if opts.frame_format == "auto" else opts.frame_format
+    source = opts.source or replay_uri(fps, opts.warmup + opts.frames, fmt=fmt)
     face = opts.face or ("none" if source.startswith("synthetic") else "haar")
     pairs = [(r, p) for r in opts.runners for p in precisions]
     ok_pairs = [rp for rp in pairs if _unavailable_reason(bundle, *rp) is None]

@@ -20,6 +20,13 @@ def bench(
             "from memory)."
         ),
     ] = None,
+    frame_format: Annotated[
+        str,
+        typer.Option(
+            help="The replayed stream's frames: auto (gray for a gray model, as picam:// and "
+            "csi:// give it; else BGR), gray, or bgr (a USB camera's). Not with --source."
+        ),
+    ] = "auto",
     frames: Annotated[int, typer.Option(help="Timed frames per runner x precision.")] = 600,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up frames per run.")] = 100,
     runners: Annotated[
@@ -59,6 +66,7 @@ def bench(
 
     opts = BenchOptions(
         source=source,
+        frame_format=frame_format.strip().lower(),
         frames=frames,
         warmup=warmup,
         runners=_split(runners),
@@ -122,6 +130,7 @@ def print_report(report: dict) -> None:
         frame_loop_line,
         machine_rows,
         runs_with_stats,
+        source_line,
         stage_names,
         stage_rows,
         streaming_line,
@@ -150,6 +159,7 @@ def print_report(report: dict) -> None:
     for r in rows:
         if r[-1]:
             console.print(f"  {r[0]} {r[1]}: {r[2]}: {r[-1]}")
+    console.print(source_line(report))
     loop = frame_loop_line(report)
     if loop:
         console.print(loop)

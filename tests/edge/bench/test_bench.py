@@ -141,9 +141,23 @@ def test_missing_precision_is_a_row_not_a_crash(tmp_path: Path, bundle: Path, wi
 
 
 def test_options_are_checked() -> None:
-    for bad in ({"frames": 0}, {"frames": -3}, {"runners": ("tflite",)}, {"precisions": ("fp8",)}):
+    for bad in (
+        {"frames": 0},
+        {"frames": -3},
+        {"runners": ("tflite",)},
+        {"precisions": ("fp8",)},
+        {"frame_format": "rgb"},
+        {"source": "synthetic://", "frame_format": "gray"},
+    ):
         with pytest.raises(InputError):
             BenchOptions(**bad).check()
+
+
+def test_the_replay_gives_a_gray_model_gray_frames(report: dict) -> None:
+    # The tiny model is gray: the replayed stream is what picam:// and csi:// give it.
+    assert report["bundle"]["input"]["channels"] == 1
+    assert report["settings"]["frame_format"] == "auto"
+    assert "format=gray" in report["settings"]["source"]
 
 
 # ---------------------------------------------------------------- the command
@@ -193,6 +207,8 @@ def test_cli_writes_json_matching_the_doc_and_markdown(
     assert list(report) == keys
     assert report["samples_kept"] is True
     assert "stage latency (ms): onnxruntime fp32" in res.output
+    assert "replayed from memory, GRAY 128x128 frames" in res.output
+    assert "format=gray" in report["settings"]["source"]
     assert "ratio" in res.output and "tensorrt" in res.output
     text = md.read_text()
     assert "## Runners x precisions" in text and "| onnxruntime | int8 | ok |" in text
@@ -209,6 +225,10 @@ def _one_line_error(res) -> str:
 
 def test_cli_bad_inputs_are_one_line(tmp_path: Path, bundle: Path) -> None:
     assert "--frames 0" in _one_line_error(_invoke(str(bundle), "--frames", "0"))
+    assert "'rgb'" in _one_line_error(_invoke(str(bundle), "--frame-format", "rgb"))
+    assert "drop one of them" in _one_line_error(
+        _invoke(str(bundle), "--source", "synthetic://", "--frame-format", "bgr")
+    )
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert "cannot write" in _one_line_error(
@@ -234,9 +254,13 @@ def test_cli_plot(tmp_path: Path, bundle: Path, monkeypatch) -> None:
     monkeypatch.setattr(
         bench_mod, "synthetic_windows", lambda b: small(b, subjects=1, clips_per_emotion=1)
     )
-    res = _invoke(str(bundle), "--frames", "20", "--warmup", "2", "--plot", str(png))
+    res = _invoke(
+        str(bundle), "--frames", "20", "--warmup", "2", "--plot", str(png),
+        "--frame-format", "bgr",
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "replayed from memory, BGR 128x128 frames" in res.output
 
 
 def test_tensorrt_without_a_cuda_driver_is_an_unavailable_row(

@@ -118,3 +118,29 @@ def test_spot_gives_the_spotter_the_float32_softmax() -> None:
             row[:] = [v * inv for v in e]
             assert np.array_equal(np.array(got, np.float32), row, equal_nan=True)
             assert list(got) == row.tolist() or np.isnan(row).any()
+
+
+def test_gray_frames_give_a_gray_model_what_bgr_frames_do(bundle: Path) -> None:  # noqa: F811
+    # picam:// and csi:// hand a gray model gray frames. The preprocessor converts a BGR frame
+    # with the same OpenCV call, on the whole frame before the crop and resize, so the model
+    # and the spotter see the same values either way: the same probabilities, the same events.
+    from edge_mer.pipeline.sources import SourceEnded
+
+    seen: dict[str, tuple[list, list]] = {}
+    for fmt in ("bgr", "gray"):
+        cfg = config_from_args(
+            bundle,
+            f"synthetic://?seconds=4&fps=50&seed=3&micro_rate=2&format={fmt}",
+            stdout=False,
+            tables={"face": {"detector": "none"}, "metrics": {"enabled": False}},
+        )
+        probs: list[tuple[float, tuple[float, ...]]] = []
+        with LivePipeline(cfg) as p:
+            p.spotter.tap = lambda track, ts, pr, probs=probs: probs.append((ts, tuple(pr)))
+            with pytest.raises(SourceEnded):
+                while True:
+                    p.run_frame(5.0)
+        events = [(r["label"], r["onset_ts"], r["offset_ts"]) for r in p.records]
+        seen[fmt] = (probs, events)
+    assert len(seen["bgr"][0]) > 150
+    assert seen["gray"] == seen["bgr"]
