@@ -120,6 +120,11 @@ fi
     test -f events.jsonl || { echo "FAIL: run wrote no events file" >&2; exit 1; }
     "$P" bench bundle --frames 200 --json bench.json
     test -s bench.json
+    # The replay is in the model's camera format; gray frames through run as well.
+    "$WORK/pi/bin/python" -c 'import json; s = json.load(open("bench.json"))["settings"]
+assert s["frame_format"] == "auto" and "&format=" in s["source"], s'
+    "$P" run --bundle bundle --source 'synthetic://?seconds=2&format=gray' --events gray.jsonl
+    test -f gray.jsonl || { echo "FAIL: run on gray frames wrote no events file" >&2; exit 1; }
     # Spotting on an unseen synthetic subject's stream, through the installed pipeline.
     "$P" spot-eval bundle --subjects 1 --seconds 4 --distractor-seconds 2 --fps 50 --json spot.json
     test -s spot.json

@@ -71,6 +71,7 @@ class ReplaySynthetic(SourceBase):
         self.frames = pregenerated(self._fps, (h, w), spec.get_int("seed", 0) or 0, loop, fmt)
         self.frame_count = round(seconds * self._fps)
         self._index = 0
+        self._views = list(self.frames)  # one view per frame, made once: a read only indexes
 
     def _open(self) -> None:
         pass
@@ -80,7 +81,8 @@ class ReplaySynthetic(SourceBase):
         if i >= self.frame_count:
             raise SourceEnded(f"{self}: end of the replayed stream ({i} frames)")
         self._index = i + 1
-        return Frame(self._next_seq(), i / self._fps, self.frames[i % len(self.frames)])
+        views = self._views
+        return Frame(self._next_seq(), i / self._fps, views[i % len(views)])
 
 
 def replay_uri(
