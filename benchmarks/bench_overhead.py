@@ -222,10 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                 bundles[name] = Bundle.open(path)
         else:
             bundles = build_default(Path(tmp), say)
+        if "auto" in formats:  # an edge-mer from before frame formats: --frame-formats bgr
+            from edge_mer.bench.replay import model_format
         runs = {}  # row name -> (bundle, frame format)
         for name, b in bundles.items():
-            model_fmt = "gray" if int(b.input["channels"]) == 1 else "bgr"
-            for f in dict.fromkeys(model_fmt if f == "auto" else f for f in formats):
+            for f in dict.fromkeys(model_format(b) if f == "auto" else f for f in formats):
                 runs[name if len(formats) == 1 else f"{name} {f}"] = (b, f)
         names = list(runs)
         rows: dict[str, list[dict]] = {n: [] for n in names}
