@@ -290,7 +290,8 @@ def test_mqtt_broker_down_at_start_then_up(broker, caplog):
         broker.start()
         sub = Subscriber(broker.port, "edge-mer/test")
         assert wait_for(lambda: sink.connected, 10)
-        assert any("connected again" in r.message for r in caplog.records)
+        # Logged on paho's thread just after `connected` flips: wait for it, don't race it.
+        assert wait_for(lambda: any("connected again" in r.message for r in caplog.records), 5)
         sink.emit(rec(10))
         assert wait_for(lambda: sink.queued == 0, 10)
         sink.emit(rec(11))
