@@ -46,7 +46,11 @@ class ModelConfig(TomlModel):
         "(default BUNDLE/engines).",
     )
     threads: int = Field(
-        0, ge=0, le=256, description="CPU threads for ONNX Runtime (0 = runtime decides)."
+        0,
+        ge=0,
+        le=256,
+        description="ONNX Runtime threads for the encoder (0 = by its size: 1 under 30 M MACs "
+        "a frame, else ORT's default, one per physical core; the step runs on 1 unless set).",
     )
     verify_hashes: bool = Field(
         True, description="Check every bundle file's sha256 at start (and on reload)."

@@ -32,7 +32,22 @@ from edge_mer.runners.base import Runner, RunnerError, state_pairs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OrtEncoderRunner", "OrtRunner", "OrtStepRunner", "default_providers"]
+__all__ = [
+    "SMALL_ENCODER_MACS",
+    "OrtEncoderRunner",
+    "OrtRunner",
+    "OrtStepRunner",
+    "default_providers",
+    "encoder_threads",
+]
+
+#: Below this many multiply-accumulates a frame (the manifest's
+#: ``cost.encoder_macs_per_frame``) the encoder runs on one ONNX Runtime thread unless
+#: ``threads`` says otherwise. Inside the frame loop ORT's pool then costs more than it
+#: saves: on a 2-vCPU x86 VM one thread ran the demo encoder (3.5 M) and a 42 M one faster
+#: than two, a 94 M one 12 % slower, ResNet-18 at 112x112 (466 M) 55 % slower
+#: (``benchmarks/README.md``, sixth pass).
+SMALL_ENCODER_MACS = 30_000_000
 
 PROVIDER_PREFERENCE = (
     "TensorrtExecutionProvider",
@@ -269,8 +284,23 @@ def encoder_graph_key(bundle: Bundle, machine: str | None = None) -> str:
     return "encoder"
 
 
+def encoder_threads(bundle: Bundle, threads: int = 0) -> int:
+    """The encoder's ``intra_op_num_threads``: ``threads`` when set; else 1 for an encoder
+    under :data:`SMALL_ENCODER_MACS` a frame; else 0 (ONNX Runtime's default, one thread
+    per physical core), also for a bundle whose manifest has no cost."""
+    if threads:
+        return int(threads)
+    macs = (bundle.manifest.get("cost") or {}).get("encoder_macs_per_frame")
+    if isinstance(macs, int | float) and 0 < macs < SMALL_ENCODER_MACS:
+        return 1
+    return 0
+
+
 class OrtEncoderRunner(OrtRunner):
-    """``encoder*.onnx``: input ``frames`` uint8 ``[N,H,W,C]`` -> ``features`` float32 ``[N,D]``."""
+    """``encoder*.onnx``: input ``frames`` uint8 ``[N,H,W,C]`` -> ``features`` float32 ``[N,D]``.
+
+    ``from_bundle`` with ``threads`` 0 picks the thread count by the encoder's size
+    (:func:`encoder_threads`)."""
 
     @classmethod
     def from_bundle(
@@ -278,6 +308,7 @@ class OrtEncoderRunner(OrtRunner):
     ) -> OrtEncoderRunner:
         key = graph or encoder_graph_key(bundle)
         entry = bundle.manifest["graphs"].get(key, {})
+        kw["threads"] = encoder_threads(bundle, kw.get("threads") or 0)
         return cls(
             bundle.graph_path(key),
             max_batch,

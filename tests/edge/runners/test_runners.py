@@ -19,10 +19,12 @@ from edge_mer.errors import EngineError, InputError  # noqa: E402
 from edge_mer.pipeline.preprocess import FramePreprocessor  # noqa: E402
 from edge_mer.runners import RunnerError, select_runner  # noqa: E402
 from edge_mer.runners.ort import (  # noqa: E402
+    SMALL_ENCODER_MACS,
     OrtEncoderRunner,
     OrtStepRunner,
     default_providers,
     encoder_graph_key,
+    encoder_threads,
 )
 from edge_mer.runners.tensorrt.device import DeviceFacts, TrtVersion  # noqa: E402
 from edge_mer.runners.trt import TrtRunner  # noqa: E402
@@ -175,6 +177,30 @@ def test_select_runner_falls_back_to_onnxruntime_with_a_reason(bundle: Bundle) -
         "CUDAExecutionProvider",
         "CPUExecutionProvider",
     ]
+
+
+def test_encoder_threads_follow_the_encoder_size(bundle: Bundle) -> None:
+    """threads 0: one ORT thread for a small encoder (the manifest's cost), ORT's default for
+    a large one or a manifest without cost; a number set is used for encoder and step."""
+    assert 0 < bundle.manifest["cost"]["encoder_macs_per_frame"] < SMALL_ENCODER_MACS
+    sel = select_runner(bundle, "onnxruntime", max_batch=2)
+    assert (sel.encoder.threads, sel.step.threads) == (1, 1)
+    with sel.encoder as enc:  # the session really got it
+        assert enc._sess.get_session_options().intra_op_num_threads == 1
+    sel = select_runner(bundle, "onnxruntime", max_batch=2, threads=3)
+    assert (sel.encoder.threads, sel.step.threads) == (3, 3)
+    with sel.encoder as enc:
+        assert enc._sess.get_session_options().intra_op_num_threads == 3
+
+    def fake(cost: Any) -> Any:
+        return SimpleNamespace(manifest={"cost": cost} if cost != "absent" else {})
+
+    assert encoder_threads(fake({"encoder_macs_per_frame": SMALL_ENCODER_MACS - 1})) == 1
+    assert encoder_threads(fake({"encoder_macs_per_frame": SMALL_ENCODER_MACS})) == 0
+    assert encoder_threads(fake({"encoder_macs_per_frame": 465_702_912})) == 0  # ResNet-18
+    for cost in ("absent", None, {}, {"encoder_macs_per_frame": None}):
+        assert encoder_threads(fake(cost)) == 0
+    assert encoder_threads(fake({"encoder_macs_per_frame": 3_489_792}), 2) == 2
 
 
 def test_select_runner_without_tensorrt(bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
