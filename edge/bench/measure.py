@@ -317,6 +317,10 @@ def pipeline_vs_model(
         model_frames = pipe.model_frames
         kind = pipe.selection.kind
         precision = pipe.encoder.precision
+        threads = {  # ONNX Runtime's intra-op threads (0 = its default); None for TensorRT
+            "encoder": getattr(pipe.encoder, "threads", None),
+            "step": getattr(pipe.step, "threads", None),
+        }
     waits = clock.get("capture", {}).get("samples_ms", [])
     per_frame = [
         total - wait
@@ -332,6 +336,7 @@ def pipeline_vs_model(
     return {
         "runner": kind,
         "encoder_precision": precision,
+        "threads": threads,
         "frames": timeline.n,
         "warmup_frames": warmup,
         "chunks": len(model_fps),

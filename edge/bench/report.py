@@ -149,6 +149,34 @@ def source_line(report: dict[str, Any]) -> str:
     )
 
 
+def threads_line(report: dict[str, Any]) -> str:
+    """ONNX Runtime's intra-op threads in the rows that ran, and why the encoder's, in one
+    line ("" when no ONNX Runtime row ran)."""
+    from edge_mer.runners.ort import SMALL_ENCODER_MACS
+
+    runs = [r for r in runs_with_stats(report) if (r.get("threads") or {}).get("step")]
+    if not runs:
+        return ""
+    enc = {int(r["threads"]["encoder"] or 0) for r in runs}
+    step = {int(r["threads"]["step"]) for r in runs}
+
+    def name(n: int) -> str:
+        return "ORT's default (one per physical core)" if n == 0 else str(n)
+
+    line = (
+        f"ONNX Runtime threads: encoder {' / '.join(name(n) for n in sorted(enc))}, "
+        f"step {' / '.join(str(n) for n in sorted(step))}"
+    )
+    if (report.get("settings") or {}).get("threads"):
+        return line + " (--threads)"
+    macs = (report.get("bundle") or {}).get("encoder_macs_per_frame")
+    if not macs:
+        return line + " (the bundle's manifest has no encoder cost; --threads N to set them)"
+    size = f"{macs / 1e6:.1f} M MACs a frame"
+    why = "under" if macs < SMALL_ENCODER_MACS else "not under"
+    return line + f" (the encoder's {size}, {why} {SMALL_ENCODER_MACS / 1e6:g} M; --threads N)"
+
+
 def frame_loop_line(report: dict[str, Any]) -> str:
     """Whether the pipeline ran compiled (it moves the efficiency column), in one line."""
     how = (report.get("machine") or {}).get("frame_loop")
@@ -226,6 +254,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         *_md_table(*accuracy_rows(report)),
         "",
         frame_loop_line(report),
+        "",
+        threads_line(report),
         "",
         "## " + streaming_line(report).split(":")[0],
         "",

@@ -80,7 +80,8 @@ class BenchOptions:
         min_agreement: top-1 agreement with the reference below this -> "accuracy check
             failed".
         face: face detector; None = ``none`` for synthetic sources, else ``haar``.
-        threads: ONNX Runtime intra-op threads (0 = ORT decides).
+        threads: ONNX Runtime intra-op threads (0 = by the encoder's size,
+            :func:`edge_mer.runners.ort.encoder_threads`).
         chunks: alternating pipeline / model-only chunks per run.
         streaming_rounds: frames of the streaming-vs-window comparison (0 = skip it).
         engines_dir: TensorRT engines (default BUNDLE/engines).
@@ -268,6 +269,9 @@ def run_bench(
             "input": bundle.input,
             "labels": bundle.labels,
             "graphs": {k: v.get("bytes") for k, v in bundle.manifest["graphs"].items()},
+            "encoder_macs_per_frame": (bundle.manifest.get("cost") or {}).get(
+                "encoder_macs_per_frame"
+            ),
         },
         "settings": {
             **{k: v for k, v in asdict(opts).items() if k != "engines_dir"},
@@ -377,7 +381,7 @@ def _bench_one(
         model_only_fps=res["model_only_fps"],
         efficiency=res["efficiency"],
         dropped=res["dropped"],
-        **{k: res[k] for k in ("frames", "model_frames", "events", "source_ended")},
+        **{k: res[k] for k in ("threads", "frames", "model_frames", "events", "source_ended")},
         model_only_ms_per_frame=res["model_only_ms_per_frame"],
         stages=res["stages"],
         timeline=res["timeline"],

@@ -96,10 +96,12 @@ def report(p, why: str) -> None:
     )
 
     st = p.capture.stats()
+    threads = getattr(p.encoder, "threads", None)  # ONNX Runtime's; TensorRT has none
+    on = "" if threads is None else f" ({threads or 'default'} encoder thread(s))"
     err_console.print(
         f"stopped ({why}): {p.frames} frames, {p.model_frames} inferences at "
         f"{p.model_fps:g} fps, {p.events} events, {st.drops} dropped, "
-        f"runner {p.selection.kind}"
+        f"runner {p.selection.kind}{on}"
     )
     for stage, s in p.clock.summary().items():
         err_console.print(

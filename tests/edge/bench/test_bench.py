@@ -160,6 +160,29 @@ def test_the_replay_gives_a_gray_model_gray_frames(report: dict) -> None:
     assert "format=gray" in report["settings"]["source"]
 
 
+def test_rows_record_the_ort_threads_the_encoder_size_chose(report: dict) -> None:
+    from edge_mer.bench.report import threads_line
+    from edge_mer.runners.ort import SMALL_ENCODER_MACS
+
+    macs = report["bundle"]["encoder_macs_per_frame"]
+    assert 0 < macs < SMALL_ENCODER_MACS and report["settings"]["threads"] == 0
+    for precision in ("fp32", "int8"):
+        assert _row(report, "onnxruntime", precision)["threads"] == {"encoder": 1, "step": 1}
+    line = threads_line(report)
+    assert line.startswith("ONNX Runtime threads: encoder 1, step 1 (the encoder's ")
+    assert f"{macs / 1e6:.1f} M MACs a frame, under 30 M; --threads N)" in line
+    big = {**report, "bundle": {**report["bundle"], "encoder_macs_per_frame": 465_702_912}}
+    for r in big["runs"]:
+        if r.get("threads"):
+            r["threads"] = {"encoder": 0, "step": 1}
+    assert threads_line(big) == (
+        "ONNX Runtime threads: encoder ORT's default (one per physical core), step 1 "
+        "(the encoder's 465.7 M MACs a frame, not under 30 M; --threads N)"
+    )
+    assert threads_line({**big, "settings": {"threads": 2}}).endswith("step 1 (--threads)")
+    assert threads_line({"runs": []}) == ""
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -208,11 +231,13 @@ def test_cli_writes_json_matching_the_doc_and_markdown(
     assert report["samples_kept"] is True
     assert "stage latency (ms): onnxruntime fp32" in res.output
     assert "replayed from memory, GRAY 128x128 frames" in res.output
+    assert "ONNX Runtime threads: encoder 1, step 1 (the encoder's" in res.output
     assert "format=gray" in report["settings"]["source"]
     assert "ratio" in res.output and "tensorrt" in res.output
     text = md.read_text()
     assert "## Runners x precisions" in text and "| onnxruntime | int8 | ok |" in text
     assert "| capture_to_probs |" in text and "ratio" in text
+    assert "ONNX Runtime threads: encoder 1, step 1" in text
 
 
 def _one_line_error(res) -> str:

@@ -82,6 +82,8 @@ def test_run_writes_design_event_records(bundle: Path, tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "stopped (frames): 400 frames" in res.stderr
+    # The tiny encoder is far under SMALL_ENCODER_MACS: one ORT thread, and the summary says so.
+    assert "runner onnxruntime (1 encoder thread(s))" in res.stderr
     assert "Traceback" not in res.stderr
     for line in events.read_text().splitlines():
         record = json.loads(line)
