@@ -193,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=600, help="timed frames per run (bench's)")
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--chunks", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (0 = ORT's)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="ORT intra-op threads (0 = edge-mer's default, by the encoder's size)",
+    )
     ap.add_argument("--floor", action="store_true", help="also time the bookkeeping-free loop")
     ap.add_argument(
         "--frame-formats",
