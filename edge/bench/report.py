@@ -152,7 +152,7 @@ def source_line(report: dict[str, Any]) -> str:
 def threads_line(report: dict[str, Any]) -> str:
     """ONNX Runtime's intra-op threads in the rows that ran, and why the encoder's, in one
     line ("" when no ONNX Runtime row ran)."""
-    from edge_mer.runners.ort import SMALL_ENCODER_MACS
+    from edge_mer.runners.ort import SMALL_ENCODER_MACS, threads_for_macs
 
     runs = [r for r in runs_with_stats(report) if (r.get("threads") or {}).get("step")]
     if not runs:
@@ -173,7 +173,7 @@ def threads_line(report: dict[str, Any]) -> str:
     if not macs:
         return line + " (the bundle's manifest has no encoder cost; --threads N to set them)"
     size = f"{macs / 1e6:.1f} M MACs a frame"
-    why = "under" if macs < SMALL_ENCODER_MACS else "not under"
+    why = "under" if threads_for_macs(macs) == 1 else "not under"
     return line + f" (the encoder's {size}, {why} {SMALL_ENCODER_MACS / 1e6:g} M; --threads N)"
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "OrtStepRunner",
     "default_providers",
     "encoder_threads",
+    "threads_for_macs",
 ]
 
 #: Below this many multiply-accumulates a frame (the manifest's
@@ -284,16 +285,21 @@ def encoder_graph_key(bundle: Bundle, machine: str | None = None) -> str:
     return "encoder"
 
 
-def encoder_threads(bundle: Bundle, threads: int = 0) -> int:
-    """The encoder's ``intra_op_num_threads``: ``threads`` when set; else 1 for an encoder
-    under :data:`SMALL_ENCODER_MACS` a frame; else 0 (ONNX Runtime's default, one thread
-    per physical core), also for a bundle whose manifest has no cost."""
-    if threads:
-        return int(threads)
-    macs = (bundle.manifest.get("cost") or {}).get("encoder_macs_per_frame")
+def threads_for_macs(macs: Any) -> int:
+    """The default ``intra_op_num_threads`` for an encoder of ``macs`` a frame: 1 under
+    :data:`SMALL_ENCODER_MACS`, else 0 (ONNX Runtime's default, one thread per physical
+    core), also when the size is unknown (None)."""
     if isinstance(macs, int | float) and 0 < macs < SMALL_ENCODER_MACS:
         return 1
     return 0
+
+
+def encoder_threads(bundle: Bundle, threads: int = 0) -> int:
+    """The encoder's ``intra_op_num_threads``: ``threads`` when set, else
+    :func:`threads_for_macs` of the manifest's ``cost.encoder_macs_per_frame``."""
+    if threads:
+        return int(threads)
+    return threads_for_macs((bundle.manifest.get("cost") or {}).get("encoder_macs_per_frame"))
 
 
 class OrtEncoderRunner(OrtRunner):
